@@ -1,0 +1,45 @@
+"""The one place ONNX Runtime sessions are made: explicit threads and graph optimisation, CPU only."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+class InferenceError(RuntimeError):
+    """ONNX Runtime failed while running a model."""
+
+
+class OnnxSession:
+    def __init__(self, model_path: str | Path, threads: int | None = None):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or physical_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for bad graphs
+            raise InferenceError(f"cannot load ONNX model {model_path}: {exc}") from None
+        self.input_names = [i.name for i in self._session.get_inputs()]
+        self.output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        try:
+            outputs = self._session.run(self.output_names, feeds)
+        except Exception as exc:
+            raise InferenceError(f"inference failed: {exc}") from None
+        return dict(zip(self.output_names, outputs))

@@ -1,0 +1,117 @@
+"""WordPiece tokenisation with character offsets, and the windowing that turns long texts into model inputs.
+
+Only `tokenizers` is used: the bundle's tokenizer.json is the single source of truth, shared by training,
+export and inference so that all three see the same tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+def sanitize(text: str) -> str:
+    """Replace lone surrogates (which the Rust tokenizer cannot take) one-for-one, so offsets stay valid."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """Tokens of one text without special tokens; offsets are character offsets into that text."""
+
+    ids: np.ndarray  # int64 [n]
+    offsets: np.ndarray  # int64 [n, 2]
+    word_ids: np.ndarray  # int64 [n]: index of the pre-tokenizer word each token belongs to
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A padded batch ready for the encoder, plus where each row's text tokens sit."""
+
+    input_ids: np.ndarray  # int64 [batch, seq]
+    attention_mask: np.ndarray  # int64 [batch, seq]
+    token_type_ids: np.ndarray  # int64 [batch, seq]
+    spans: list[tuple[int, int]]  # per row: the [start, end) range of the text's tokens it holds
+    text_offset: list[int]  # per row: the column where those tokens start
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+class WordPieceTokenizer:
+    def __init__(self, path: str | Path):
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        vocab = self._tokenizer.get_vocab()
+        self.cls_id = vocab["[CLS]"]
+        self.sep_id = vocab["[SEP]"]
+        self.pad_id = vocab["[PAD]"]
+
+    def tokenize(self, text: str) -> TokenizedText:
+        encoding = self._tokenizer.encode(sanitize(text), add_special_tokens=False)
+        n = len(encoding.ids)
+        word_ids = [-1 if w is None else w for w in encoding.word_ids]
+        return TokenizedText(
+            ids=np.asarray(encoding.ids, dtype=np.int64).reshape(n),
+            offsets=np.asarray(encoding.offsets, dtype=np.int64).reshape(n, 2),
+            word_ids=np.asarray(word_ids, dtype=np.int64).reshape(n),
+        )
+
+    def tokenize_batch(self, texts: list[str]) -> list[TokenizedText]:
+        return [self.tokenize(t) for t in texts]
+
+    def single_inputs(self, tokens: TokenizedText, max_length: int, stride: int) -> ModelInputs:
+        """[CLS] window [SEP] rows covering every token, consecutive windows overlapping by `stride` tokens."""
+        spans = windows(len(tokens), max_length - 2, stride)
+        rows = [np.concatenate(([self.cls_id], tokens.ids[a:b], [self.sep_id])) for a, b in spans]
+        return self._pad(rows, [np.zeros(len(r), np.int64) for r in rows], spans, [1] * len(rows))
+
+    def pair_inputs(
+        self, first: TokenizedText, second: TokenizedText, max_length: int, stride: int, max_first: int
+    ) -> ModelInputs:
+        """[CLS] first [SEP] window-of-second [SEP] rows (question + context); `first` is cut to `max_first`."""
+        head = first.ids[:max_first]
+        room = max(max_length - len(head) - 3, 1)
+        spans = windows(len(second), room, stride)
+        rows, types = [], []
+        for a, b in spans:
+            rows.append(np.concatenate(([self.cls_id], head, [self.sep_id], second.ids[a:b], [self.sep_id])))
+            types.append(np.concatenate((np.zeros(len(head) + 2, np.int64), np.ones(b - a + 1, np.int64))))
+        return self._pad(rows, types, spans, [len(head) + 2] * len(rows))
+
+    def _pad(self, rows, types, spans, text_offset) -> ModelInputs:
+        seq = max(len(r) for r in rows)
+        input_ids = np.full((len(rows), seq), self.pad_id, dtype=np.int64)
+        attention = np.zeros((len(rows), seq), dtype=np.int64)
+        token_types = np.zeros((len(rows), seq), dtype=np.int64)
+        for i, (row, tt) in enumerate(zip(rows, types)):
+            input_ids[i, : len(row)] = row
+            attention[i, : len(row)] = 1
+            token_types[i, : len(tt)] = tt
+        return ModelInputs(input_ids, attention, token_types, list(spans), list(text_offset))
+
+
+def windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """Cover range(n) with [start, end) windows of at most `size`, consecutive ones overlapping by `stride`.
+
+    An empty text still gets one (empty) window so that every request produces a model call.
+    """
+    if size < 1:
+        raise ValueError("window size must be positive")
+    stride = min(max(stride, 0), size - 1)
+    if n <= size:
+        return [(0, n)]
+    step = size - stride
+    starts = list(range(0, n - size, step)) + [n - size]
+    return [(s, s + size) for s in starts]

@@ -1,0 +1,141 @@
+"""SqueezeBERT Desktop: the app (no arguments) and its headless commands.
+
+  python main.py                                   open the window
+  python main.py analyze --task sentiment "text"   one result as JSON
+  python main.py evaluate --task qa --model bert --data dev-v1.1.json
+  python main.py self-test                          check every bundled model
+  python main.py screenshot --tab qa --out qa.png   render a tab with its first sample analysed
+
+The last line of stdout of every headless command is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TASKS = ("sentiment", "entities", "qa")
+
+
+class CliError(Exception):
+    """A one-line error for the user; main() prints it and exits non-zero."""
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def read_text_arg(args) -> str:
+    if args.file:
+        try:
+            return Path(args.file).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    if args.text is None:
+        raise CliError("give the text to analyse, or --file PATH")
+    return args.text
+
+
+def cmd_analyze(args) -> int:
+    from engine.pipelines import load_pipeline
+
+    text = read_text_arg(args)
+    pipeline = load_pipeline(args.task, args.model)
+    if args.task == "qa":
+        if not args.question:
+            raise CliError("--question is required for --task qa (the text is the context)")
+        result = pipeline(args.question, text)
+    else:
+        result = pipeline(text)
+    emit(result.to_dict())
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from engine.evaluation import evaluate, stderr_progress
+    from engine.pipelines import load_pipeline
+
+    if not Path(args.data).is_file():
+        raise CliError(f"data file not found: {args.data}")
+    pipeline = load_pipeline(args.task, args.model)
+    report = evaluate(pipeline, args.data, args.limit, stderr_progress)
+    emit({"task": args.task, "model": args.model, "precision": pipeline.info.precision, **report})
+    return 0
+
+
+def cmd_self_test(args) -> int:
+    from engine.selftest import self_test
+
+    report = self_test()
+    for name, r in report["models"].items():
+        print(f"{'ok  ' if r['ok'] else 'FAIL'} {name}: {r['detail']}", file=sys.stderr)
+    emit(report)
+    return 0 if report["ok"] else 1
+
+
+def cmd_app(args) -> int:
+    from gui.app import run_app
+
+    return run_app()
+
+
+def cmd_screenshot(args) -> int:
+    from gui.app import screenshot
+
+    path = screenshot(args.tab, args.out, compare_model=args.model)
+    emit({"tab": args.tab, "out": str(path)})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("analyze", help="analyse one text")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--model", default="squeezebert", help="squeezebert, bert, or a bundle folder")
+    p.add_argument("--question", help="the question (qa)")
+    p.add_argument("--file", help="read the text (qa: the context) from this UTF-8 file")
+    p.add_argument("text", nargs="?", help="the text (qa: the context)")
+    p.set_defaults(run=cmd_analyze)
+
+    p = sub.add_parser("evaluate", help="score a model on SST-2 TSV, CoNLL-2003 or SQuAD v1.1 JSON")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--model", default="squeezebert", help="squeezebert, bert, or a bundle folder")
+    p.add_argument("--data", required=True)
+    p.add_argument("--limit", type=int)
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("self-test", help="load every bundled model and check its output")
+    p.set_defaults(run=cmd_self_test)
+
+    p = sub.add_parser("screenshot", help="render the window with a tab's first sample analysed")
+    p.add_argument("--tab", choices=TASKS + ("compare",), required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="squeezebert", choices=["squeezebert", "bert"])
+    p.set_defaults(run=cmd_screenshot)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        return cmd_app(args)
+    from engine.bundle import BundleError
+    from engine.datasets import DataFormatError
+    from engine.pipelines import InputError
+    from engine.session import InferenceError
+
+    try:
+        return args.run(args)
+    except (CliError, BundleError, DataFormatError, InputError, InferenceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
