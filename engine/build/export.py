@@ -1,0 +1,355 @@
+"""Turn a local Hugging Face checkpoint (BertFor* or SqueezeBertFor*) into a verified int8 ONNX bundle.
+
+  python -m engine.build.export CHECKPOINT_DIR --out assets/models/squeezebert-sentiment
+
+The graph is not traced from the transformers module: both architectures are re-expressed in one small
+sequence-major encoder whose grouped 1x1 convolutions become one MatMul per group. That keeps every projection a
+MatMul with a constant weight, which ONNX Runtime quantises to its int8 MatMul kernels (grouped ConvInteger is a
+slow path and has rejected signed weights), and it removes SqueezeBERT's NCW transposes. Parity against the
+original torch model is checked on every export and written to the manifest.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+import transformers
+from tokenizers import Tokenizer
+from torch import nn
+
+from engine.bundle import sha256_of
+
+TASK_OF_HEAD = {
+    "ForSequenceClassification": "sentiment",
+    "ForTokenClassification": "entities",
+    "ForQuestionAnswering": "qa",
+}
+OUTPUTS = {"sentiment": ["logits"], "entities": ["logits"], "qa": ["start_logits", "end_logits"]}
+DEFAULT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
+OPSET = 17
+
+
+def task_of(model) -> str:
+    for suffix, task in TASK_OF_HEAD.items():
+        if type(model).__name__.endswith(suffix):
+            return task
+    raise ValueError(f"{type(model).__name__} is not a supported head ({', '.join(TASK_OF_HEAD)})")
+
+
+class GroupedLinear(nn.Module):
+    """y = x W + b with W block-diagonal in `groups` blocks, one MatMul per block (groups 1: one plain MatMul)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, groups: int):
+        super().__init__()
+        out_features = weight.shape[0]
+        self.groups = groups
+        self.in_per_group = weight.shape[1]  # a grouped conv weight is [out, in/groups]
+        per = out_features // groups
+        self.weights = nn.ParameterList(
+            [nn.Parameter(weight[g * per : (g + 1) * per].t().contiguous()) for g in range(groups)]
+        )
+        self.bias = nn.Parameter(bias.clone())
+
+    def forward(self, x):
+        if self.groups == 1:
+            return torch.matmul(x, self.weights[0]) + self.bias
+        parts = x.split(self.in_per_group, dim=-1)
+        return torch.cat([torch.matmul(p, w) for p, w in zip(parts, self.weights)], dim=-1) + self.bias
+
+
+class ExportLayer(nn.Module):
+    def __init__(self, q, k, v, attn_out, ln1, inter, out, ln2, heads, eps):
+        super().__init__()
+        self.q, self.k, self.v, self.attn_out, self.inter, self.out = q, k, v, attn_out, inter, out
+        self.ln1, self.ln2 = ln1, ln2
+        self.heads, self.eps = heads, eps
+        self.hidden = int(ln1[0].shape[0])  # a Python int: shapes must be static constants in the traced graph
+
+    def forward(self, h, additive_mask):
+        batch, seq = h.shape[0], h.shape[1]
+        hidden = self.hidden
+        d = hidden // self.heads
+        q = self.q(h).view(batch, seq, self.heads, d).transpose(1, 2)
+        k = self.k(h).view(batch, seq, self.heads, d).permute(0, 2, 3, 1)
+        v = self.v(h).view(batch, seq, self.heads, d).transpose(1, 2)
+        scores = torch.matmul(q, k) / math.sqrt(d) + additive_mask
+        context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(batch, seq, hidden)
+        a = F.layer_norm(self.attn_out(context) + h, (hidden,), *self.ln1, eps=self.eps)
+        i = self.inter(a)
+        i = i * 0.5 * (1.0 + torch.erf(i / math.sqrt(2.0)))  # exact GELU, as BERT; ORT fuses it
+        return F.layer_norm(self.out(i) + a, (hidden,), *self.ln2, eps=self.eps)
+
+
+class ExportModel(nn.Module):
+    """BERT or SqueezeBERT with a sentiment, entities or QA head, as plain sequence-major tensor code."""
+
+    def __init__(self, model):
+        super().__init__()
+        config = model.config
+        self.task = task_of(model)
+        self.squeeze = config.model_type == "squeezebert"
+        base = model.transformer if self.squeeze else model.bert
+        sd = {k: v.detach().float() for k, v in model.state_dict().items()}
+        prefix = "transformer." if self.squeeze else "bert."
+        emb = base.embeddings
+        self.word = nn.Parameter(emb.word_embeddings.weight.detach().clone())
+        self.position = nn.Parameter(emb.position_embeddings.weight.detach().clone())
+        self.token_type = nn.Parameter(emb.token_type_embeddings.weight.detach().clone())
+        self.emb_ln = nn.ParameterList([nn.Parameter(emb.LayerNorm.weight.detach().clone()), nn.Parameter(emb.LayerNorm.bias.detach().clone())])
+        self.eps = config.layer_norm_eps
+        self.hidden = config.hidden_size
+        layers = []
+
+        def lin(name, groups=1):
+            w = sd[name + ".weight"]
+            return GroupedLinear(w[..., 0] if w.dim() == 3 else w, sd[name + ".bias"], groups)
+
+        def ln(name):
+            return nn.ParameterList([nn.Parameter(sd[name + ".weight"]), nn.Parameter(sd[name + ".bias"])])
+
+        for i in range(config.num_hidden_layers):
+            if self.squeeze:
+                p = f"{prefix}encoder.layers.{i}."
+                layers.append(ExportLayer(
+                    lin(p + "attention.query", config.q_groups), lin(p + "attention.key", config.k_groups),
+                    lin(p + "attention.value", config.v_groups), lin(p + "post_attention.conv1d", config.post_attention_groups),
+                    ln(p + "post_attention.layernorm"), lin(p + "intermediate.conv1d", config.intermediate_groups),
+                    lin(p + "output.conv1d", config.output_groups), ln(p + "output.layernorm"),
+                    config.num_attention_heads, self.eps))
+            else:
+                p = f"{prefix}encoder.layer.{i}."
+                layers.append(ExportLayer(
+                    lin(p + "attention.self.query"), lin(p + "attention.self.key"), lin(p + "attention.self.value"),
+                    lin(p + "attention.output.dense"), ln(p + "attention.output.LayerNorm"),
+                    lin(p + "intermediate.dense"), lin(p + "output.dense"), ln(p + "output.LayerNorm"),
+                    config.num_attention_heads, self.eps))
+        self.layers = nn.ModuleList(layers)
+        if self.task == "sentiment":
+            self.pooler = lin(prefix + "pooler.dense")
+            self.head = lin("classifier")
+        elif self.task == "entities":
+            self.head = lin("classifier")
+        else:
+            self.head = lin("qa_outputs")
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        seq = input_ids.shape[1]
+        positions = torch.arange(seq, device=input_ids.device).unsqueeze(0)
+        h = self.word[input_ids] + self.position[positions] + self.token_type[token_type_ids]
+        h = F.layer_norm(h, (self.hidden,), *self.emb_ln, eps=self.eps)
+        additive_mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * -10000.0
+        for layer in self.layers:
+            h = layer(h, additive_mask)
+        if self.task == "sentiment":
+            return self.head(torch.tanh(self.pooler(h[:, 0])))
+        if self.task == "entities":
+            return self.head(h)
+        logits = self.head(h)
+        return logits[..., 0], logits[..., 1]
+
+
+# --------------------------------------------------------------------------------------------- export, quantise
+def sample_batch(vocab_size: int, seed: int = 0, batch: int = 3, seq: int = 24):
+    """Random token ids with [CLS]/[SEP]-like ends, a padded row and both token types."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (batch, seq), generator=g)
+    mask = torch.ones_like(ids)
+    mask[-1, seq // 2 :] = 0
+    types = torch.zeros_like(ids)
+    types[:, seq // 3 :] = 1
+    return ids, mask, types
+
+
+def export_onnx(model, path: Path) -> None:
+    export_model = ExportModel(model).eval()
+    task = export_model.task
+    ids, mask, types = sample_batch(model.config.vocab_size)
+    dynamic = {"batch", "sequence"}
+    axes = {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask", "token_type_ids")}
+    for name in OUTPUTS[task]:
+        axes[name] = {0: "batch"} if task == "sentiment" else {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(
+            export_model, (ids, mask, types), str(path), dynamo=False, opset_version=OPSET,
+            input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=OUTPUTS[task],
+            dynamic_axes=axes, do_constant_folding=True,
+        )
+    assert dynamic
+    onnx.checker.check_model(str(path))
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    """Dynamic int8: weights of every constant-weight MatMul and the embedding tables; activations at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
+        per_channel=False, extra_options={"MatMulConstBOnly": True},
+    )
+
+
+def torch_logits(model, ids, mask, types) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    if task_of(model) == "qa":
+        return [out.start_logits.numpy(), out.end_logits.numpy()]
+    return [out.logits.numpy()]
+
+
+def parity(model, onnx_path: Path, seeds=(1, 2, 3)) -> dict:
+    """Largest logit difference and argmax agreement between torch and ONNX Runtime on padded sample batches."""
+    from engine.session import OnnxSession
+
+    session = OnnxSession(onnx_path, threads=1)
+    worst, agree, total = 0.0, 0, 0
+    for seed in seeds:
+        ids, mask, types = sample_batch(model.config.vocab_size, seed=seed, seq=16 + 8 * seed)
+        expected = torch_logits(model, ids, mask, types)
+        got = session.run({"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()})
+        for e, g in zip(expected, got.values()):
+            if e.ndim == 3 or (e.ndim == 2 and task_of(model) == "qa"):
+                valid = mask.numpy().astype(bool)  # padded positions carry no meaning
+                e, g = e[valid], g[valid]
+            worst = max(worst, float(np.abs(e - g).max()))
+            axis = -1 if task_of(model) != "qa" else None
+            agree += int(np.sum(e.argmax(axis) == g.argmax(axis))) if axis else int(e.argmax() == g.argmax())
+            total += e.argmax(axis).size if axis else 1
+    return {"max_abs_logit_diff": round(worst, 6), "argmax_agreement": round(agree / total, 4), "n_compared": total}
+
+
+# ---------------------------------------------------------------------------------------------------- bundle
+def load_checkpoint(folder: Path):
+    config = transformers.AutoConfig.from_pretrained(folder)
+    architecture = (config.architectures or [""])[0]
+    if config.model_type not in ("bert", "squeezebert") or not any(architecture.endswith(s) for s in TASK_OF_HEAD):
+        raise ValueError(
+            f"{folder}: expected a BertFor*/SqueezeBertFor* sequence, token or QA checkpoint, found "
+            f"{config.model_type} {architecture or '(no architectures in config.json)'}"
+        )
+    model = getattr(transformers, architecture).from_pretrained(folder).eval()
+    return model
+
+
+def write_tokenizer(folder: Path, out: Path, do_lower_case: bool) -> None:
+    """tokenizer.json from the checkpoint (or built from vocab.txt), without padding or truncation baked in."""
+    if (folder / "tokenizer.json").is_file():
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    elif (folder / "vocab.txt").is_file():
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        tokenizer = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=do_lower_case)._tokenizer
+    else:
+        raise ValueError(f"{folder}: no tokenizer.json or vocab.txt")
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.save(str(out))
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    precision: str = "int8",
+    max_length: int | None = None,
+    recipe: str | None = None,
+    scores: dict | None = None,
+    source: str | None = None,
+) -> dict:
+    """Export, quantise, parity-check and write a bundle folder; returns its manifest."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    model = load_checkpoint(checkpoint)
+    task = task_of(model)
+    config = model.config
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "model.fp32.onnx"
+        export_onnx(model, fp32)
+        parity_fp32 = parity(model, fp32)
+        if parity_fp32["max_abs_logit_diff"] > 1e-3 or parity_fp32["argmax_agreement"] < 1.0:
+            raise RuntimeError(f"fp32 export does not match the torch model: {parity_fp32}")
+        final = fp32
+        parity_report = {"fp32": parity_fp32}
+        if precision == "int8":
+            final = Path(tmp) / "model.int8.onnx"
+            quantize_int8(fp32, final)
+            parity_report["int8"] = parity(model, final)
+        staging = Path(tmp) / "bundle"
+        staging.mkdir()
+        shutil.copyfile(final, staging / "model.onnx")
+        write_tokenizer(checkpoint, staging / "tokenizer.json", getattr(config, "do_lower_case", True))
+        labels = [config.id2label[i] for i in range(config.num_labels)] if task != "qa" else []
+        if task == "entities" and not all(l == "O" or l[:2] in ("B-", "I-") for l in labels):
+            raise ValueError(f"{checkpoint}: token labels must be IOB tags, got {labels}")
+        grouping = {k: getattr(config, k) for k in ("q_groups", "k_groups", "v_groups", "post_attention_groups",
+                                                     "intermediate_groups", "output_groups") if hasattr(config, k)}
+        files = {name: {"sha256": sha256_of(staging / name), "bytes": (staging / name).stat().st_size}
+                 for name in ("model.onnx", "tokenizer.json")}
+        manifest = {
+            "format_version": 1,
+            "task": task,
+            "architecture": config.model_type,
+            "head": type(model).__name__,
+            "config": {
+                "num_hidden_layers": config.num_hidden_layers,
+                "hidden_size": config.hidden_size,
+                "num_attention_heads": config.num_attention_heads,
+                "intermediate_size": config.intermediate_size,
+                "vocab_size": config.vocab_size,
+                **grouping,
+            },
+            "labels": labels,
+            "max_sequence_length": int(max_length or DEFAULT_MAX_LENGTH[task]),
+            "precision": precision,
+            "parameters": parameter_count(model),
+            "files": files,
+            "source": source or str(checkpoint),
+            "recipe": recipe or "",
+            "scores": scores or {},
+            "parity": parity_report,
+            "onnx": {"opset": OPSET, "onnxruntime_quantization": "dynamic, MatMul + Gather, QInt8 weights, per-tensor"},
+            "export_seconds": round(time.time() - started, 1),
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staging, out)
+    return manifest
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="local folder with config.json and weights (BertFor* or SqueezeBertFor*)")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced if present)")
+    p.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    p.add_argument("--max-length", type=int, help="model window in tokens (default: 128, QA 256)")
+    p.add_argument("--recipe", help="the command that trained the checkpoint, recorded in the manifest")
+    p.add_argument("--source", help="where the weights came from, recorded in the manifest")
+    p.add_argument("--scores", help="JSON file of scores to record in the manifest")
+    args = p.parse_args(argv)
+    scores = json.loads(Path(args.scores).read_text()) if args.scores else None
+    try:
+        manifest = build_bundle(args.checkpoint, args.out, args.precision, args.max_length, args.recipe, scores, args.source)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"out": args.out, "task": manifest["task"], "architecture": manifest["architecture"],
+                      "parity": manifest["parity"], "bytes": manifest["files"]["model.onnx"]["bytes"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
