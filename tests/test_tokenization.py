@@ -1,0 +1,57 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.tokenization import WordPieceTokenizer, sanitize, windows
+
+
+@given(st.integers(0, 2000), st.integers(1, 300), st.integers(0, 400))
+def test_windows_cover_every_token_within_size(n, size, stride):
+    spans = windows(n, size, stride)
+    covered = np.zeros(n, dtype=bool)
+    for a, b in spans:
+        assert 0 <= a <= b <= n and b - a <= size
+        covered[a:b] = True
+    assert covered.all()
+    assert spans[0][0] == 0 and spans[-1][1] == n
+    starts = [a for a, _ in spans]
+    assert starts == sorted(set(starts))
+
+
+def test_windows_overlap_by_stride():
+    assert windows(10, 4, 2) == [(0, 4), (2, 6), (4, 8), (6, 10)]
+    assert windows(3, 4, 2) == [(0, 3)]
+    assert windows(0, 4, 2) == [(0, 0)]
+
+
+def test_sanitize_keeps_length_and_replaces_lone_surrogates():
+    text = "a\ud800b\udfffc"
+    clean = sanitize(text)
+    assert len(clean) == len(text)
+    assert clean == "a\ufffdb\ufffdc"
+    assert sanitize("plain é 😀") == "plain é 😀"
+
+
+def test_offsets_point_into_the_original_text(tiny_tokenizer_dir):
+    tok = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json")
+    text = "  Paris,  LONDON\tnaïve 😀 \x00 tower\ud800!"
+    tokens = tok.tokenize(text)
+    assert len(tokens) > 0
+    for a, b in tokens.offsets:
+        assert 0 <= a < b <= len(text)
+    pieces = [text[a:b].lower() for a, b in tokens.offsets]
+    assert "paris" in pieces and "london" in pieces and "tower" in pieces
+
+
+def test_pair_inputs_layout(tiny_tokenizer_dir):
+    tok = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json")
+    question = tok.tokenize("where is the tower")
+    context = tok.tokenize(" ".join(["the tower is in paris"] * 40))
+    inputs = tok.pair_inputs(question, context, max_length=48, stride=12, max_first=64)
+    assert inputs.input_ids.shape[1] <= 48 and len(inputs.spans) > 1
+    for row, ((a, b), shift) in enumerate(zip(inputs.spans, inputs.text_offset)):
+        ids = inputs.input_ids[row]
+        assert ids[0] == tok.cls_id and ids[shift - 1] == tok.sep_id
+        assert list(ids[shift : shift + b - a]) == list(context.ids[a:b])
+        assert ids[shift + b - a] == tok.sep_id
+        assert inputs.token_type_ids[row, shift] == 1 and inputs.token_type_ids[row, 0] == 0
