@@ -122,14 +122,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         return cmd_app(args)
-    from engine.bundle import BundleError
-    from engine.datasets import DataFormatError
-    from engine.pipelines import InputError
-    from engine.session import InferenceError
+    from engine.errors import EngineError
 
     try:
         return args.run(args)
-    except (CliError, BundleError, DataFormatError, InputError, InferenceError) as exc:
+    except (CliError, EngineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

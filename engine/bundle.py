@@ -12,8 +12,7 @@ MODELS = ("squeezebert", "bert")
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 
 
-class BundleError(RuntimeError):
-    """A bundle is missing, incomplete, corrupt, or for another task. The message names the file."""
+from engine.errors import BundleError  # noqa: F401  (re-exported)
 
 
 def assets_dir() -> Path:

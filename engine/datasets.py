@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-class DataFormatError(ValueError):
-    """The file is not in the format the task expects."""
+from engine.errors import DataFormatError  # noqa: E402  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.bundle import Bundle, load_bundle, resolve
+import threading
+
+from engine.errors import Cancelled, InputError
 from engine.decoding import best_spans, decode_iob, group_words, merge_span_candidates, merge_window_logits, softmax
 from engine.results import Answer, EntitiesResult, Entity, ModelInfo, QAResult, SentimentResult, Timing
 from engine.session import OnnxSession
@@ -18,8 +21,6 @@ MAX_QUESTION_TOKENS = 64
 MAX_ANSWER_TOKENS = 30
 
 
-class InputError(ValueError):
-    """The user's input cannot be analysed; the message says why, in words for the user."""
 
 
 def check_text(text: str, what: str = "text") -> None:
@@ -42,10 +43,15 @@ class Pipeline:
         self.stride = self.max_length // 4
         self.info = ModelInfo(bundle.architecture, bundle.manifest.get("precision", "int8"), bundle.path.name)
 
-    def _run(self, inputs: ModelInputs) -> dict[str, np.ndarray]:
-        """All windows through the model, a few at a time; outputs concatenated along the batch."""
+    def _run(self, inputs: ModelInputs, cancel: threading.Event | None) -> dict[str, np.ndarray]:
+        """All windows through the model, a few at a time; outputs concatenated along the batch.
+
+        `cancel` is checked between batches, so a long text stops within one batch of being abandoned.
+        """
         parts = []
         for b in range(0, len(inputs.spans), WINDOWS_PER_RUN):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("request cancelled")
             rows = slice(b, b + WINDOWS_PER_RUN)
             n = int(inputs.attention_mask[rows].sum(1).max())  # drop padding columns this chunk does not need
             parts.append(
@@ -85,12 +91,12 @@ class SentimentPipeline(Pipeline):
 
     task = "sentiment"
 
-    def __call__(self, text: str) -> SentimentResult:
+    def __call__(self, text: str, cancel: threading.Event | None = None) -> SentimentResult:
         check_text(text)
         clock = _Clock()
         inputs = self.tokenizer.single_inputs(self.tokenizer.tokenize(text), self.max_length, self.stride)
         clock.mark()
-        logits = self._run(inputs)["logits"]
+        logits = self._run(inputs, cancel)["logits"]
         clock.mark()
         probs = softmax(logits.mean(0))
         best = int(np.argmax(probs))
@@ -107,13 +113,13 @@ class EntitiesPipeline(Pipeline):
 
     task = "entities"
 
-    def __call__(self, text: str) -> EntitiesResult:
+    def __call__(self, text: str, cancel: threading.Event | None = None) -> EntitiesResult:
         check_text(text)
         clock = _Clock()
         tokens = self.tokenizer.tokenize(text)
         inputs = self.tokenizer.single_inputs(tokens, self.max_length, self.stride)
         clock.mark()
-        logits = self._run(inputs)["logits"]
+        logits = self._run(inputs, cancel)["logits"]
         clock.mark()
         per_window = [logits[i, 1 : 1 + b - a] for i, (a, b) in enumerate(inputs.spans)]
         probs = softmax(merge_window_logits(len(tokens), inputs.spans, per_window))
@@ -134,14 +140,16 @@ class QAPipeline(Pipeline):
 
     task = "qa"
 
-    def __call__(self, question: str, context: str, top_k: int = 5) -> QAResult:
+    def __call__(
+        self, question: str, context: str, top_k: int = 5, cancel: threading.Event | None = None
+    ) -> QAResult:
         check_text(question, "question")
         check_text(context, "context")
         clock = _Clock()
         q_tokens, c_tokens = self.tokenizer.tokenize(question), self.tokenizer.tokenize(context)
         inputs = self.tokenizer.pair_inputs(q_tokens, c_tokens, self.max_length, self.stride, MAX_QUESTION_TOKENS)
         clock.mark()
-        out = self._run(inputs)
+        out = self._run(inputs, cancel)
         clock.mark()
         candidates = []
         for i, ((a, b), shift) in enumerate(zip(inputs.spans, inputs.text_offset)):

@@ -1,9 +1,9 @@
 """Loads every bundled model and checks each gives a sensible answer on a built-in example."""
 from __future__ import annotations
 
-from engine.bundle import MODELS, TASKS, BundleError
+from engine.bundle import MODELS, TASKS
+from engine.errors import EngineError
 from engine.pipelines import load_pipeline
-from engine.session import InferenceError
 
 POSITIVE = "A wonderful, moving film with brilliant performances. I loved every minute of it."
 NEGATIVE = "A dull, lifeless mess. The plot is boring and the acting is terrible."
@@ -31,7 +31,7 @@ def check(task: str, model: str) -> dict:
         result = pipeline(QA_QUESTION, QA_CONTEXT)
         ok = "1889" in result.answer and result.answer == QA_CONTEXT[result.start : result.end]
         return {"ok": ok, "detail": result.answer, "ms": result.timing.total_ms}
-    except (BundleError, InferenceError, ValueError) as exc:
+    except EngineError as exc:
         return {"ok": False, "detail": str(exc), "ms": None}
 
 

@@ -17,8 +17,7 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
-class InferenceError(RuntimeError):
-    """ONNX Runtime failed while running a model."""
+from engine.errors import InferenceError  # noqa: E402  (re-exported)
 
 
 class OnnxSession:

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextEdit,
+)
+
+from gui.style import ENTITY_COLORS, ENTITY_NAMES, entity_color
+from gui.tabs.base import AnalysisTab
+from gui.tabs.sentiment import model_line
+from gui.textspan import Utf16Positions
+
+MAX_HIGHLIGHTS = 5000  # beyond this the table still lists everything; painting stays quick
+
+
+def highlight(editor: QPlainTextEdit, spans: list[tuple[int, int, str]], text: str) -> None:
+    """Background colours on (start, end, colour) character spans of `text`, without touching the document."""
+    to_qt = Utf16Positions(text)
+    selections = []
+    for start, end, color in spans[:MAX_HIGHLIGHTS]:
+        selection = QTextEdit.ExtraSelection()
+        cursor = QTextCursor(editor.document())
+        cursor.setPosition(to_qt(start))
+        cursor.setPosition(to_qt(end), QTextCursor.KeepAnchor)
+        fmt = QTextCharFormat()
+        fmt.setBackground(QColor(color))
+        fmt.setForeground(QColor("#1a1a1a"))
+        selection.cursor, selection.format = cursor, fmt
+        selections.append(selection)
+    editor.setExtraSelections(selections)
+
+
+class EntitiesTab(AnalysisTab):
+    task = "entities"
+    title = "Entities"
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.editor = QPlainTextEdit()
+        self.editor.setPlaceholderText("Paste news, a letter, a report… people, organisations and places light up.")
+        self.editor.textChanged.connect(self.input_changed)
+        legend = QHBoxLayout()
+        for entity_type, color in ENTITY_COLORS.items():
+            chip = QLabel(f"{ENTITY_NAMES[entity_type]} ({entity_type})")
+            chip.setProperty("class", "chip")
+            chip.setStyleSheet(f"background: {color}; color: #1a1a1a; border-radius: 4px; padding: 2px 8px;")
+            legend.addWidget(chip)
+        legend.addStretch(1)
+        self.detail = QLabel("")
+        legend.addWidget(self.detail)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Entity", "Type", "Score", "Characters"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.itemSelectionChanged.connect(self._row_selected)
+        self.layout_.addWidget(self.editor, 3)
+        self.layout_.addLayout(legend)
+        self.layout_.addWidget(self.message)
+        self.layout_.addWidget(self.table, 2)
+        self._analysed_text = ""
+
+    def inputs(self):
+        return self.editor.toPlainText(), ""
+
+    def set_text(self, text: str) -> None:
+        self.editor.setPlainText(text)
+
+    def load_sample(self, index: int) -> None:
+        self.set_text(self.samples[index]["text"])
+
+    def clear_marks(self) -> None:
+        self.editor.setExtraSelections([])
+
+    def render_result(self, result) -> None:
+        text = self.editor.toPlainText()
+        self._analysed_text = text
+        entities = result.entities
+        if all(text[e.start : e.end] == e.word for e in entities):  # still the text the result is about
+            highlight(self.editor, [(e.start, e.end, entity_color(e.entity_group)) for e in entities], text)
+        self.table.setRowCount(len(entities))
+        for row, e in enumerate(entities):
+            cells = [e.word, ENTITY_NAMES.get(e.entity_group, e.entity_group), f"{e.score:.2f}", f"{e.start}–{e.end}"]
+            for col, value in enumerate(cells):
+                item = QTableWidgetItem(value)
+                if col == 1:
+                    item.setBackground(QColor(entity_color(e.entity_group)))
+                    item.setForeground(QColor("#1a1a1a"))
+                self.table.setItem(row, col, item)
+        self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.detail.setText(f"{len(entities)} entities · " + model_line(result))
+
+    def _row_selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows or self.last_result is None:
+            return
+        e = self.last_result.entities[rows[0].row()]
+        text = self.editor.toPlainText()
+        if text[e.start : e.end] != e.word:
+            return
+        to_qt = Utf16Positions(text)
+        cursor = self.editor.textCursor()
+        cursor.setPosition(to_qt(e.start))
+        cursor.setPosition(to_qt(e.end), QTextCursor.KeepAnchor)
+        self.editor.setTextCursor(cursor)
+        self.editor.ensureCursorVisible()

@@ -1,0 +1,137 @@
+"""The engine worker: one QObject living in a QThread that owns every ONNX Runtime session.
+
+The UI talks to it only through `submit()` and typed signals. Requests are keyed by (tab, model): a newer request
+replaces an older one still waiting under the same key, so typing fast never builds a queue, and every result
+carries the id of the request it answers so the window can drop stale ones.
+"""
+from __future__ import annotations
+
+import threading
+import traceback
+from dataclasses import dataclass, field
+from itertools import count
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from engine.api import Cancelled, EngineError, ModelStore
+
+_ids = count(1)
+
+
+@dataclass(frozen=True)
+class Request:
+    tab: str
+    task: str
+    model: str  # "squeezebert" | "bert"
+    text: str
+    question: str = ""
+    id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.tab, self.model)
+
+
+class EngineWorker(QObject):
+    started = Signal(object)  # Request
+    finished = Signal(object, object)  # Request, result
+    failed = Signal(object, str)  # Request, message for the user
+    model_loading = Signal(str, str)  # task, model
+    model_loaded = Signal(str, str, object)  # task, model, ModelSummary
+    model_failed = Signal(str, str, str)  # task, model, message
+    _wake = Signal()
+
+    def __init__(self, store: ModelStore | None = None):
+        super().__init__()
+        self._store = store or ModelStore()
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], Request] = {}
+        self._running: Request | None = None
+        self._cancel = threading.Event()  # set to abandon the request being run
+        self._stopping = False
+        self._wake.connect(self._drain)
+
+    # ---- called from the UI thread
+    def submit(self, request: Request) -> None:
+        with self._lock:
+            self._pending[request.key] = request
+            if self._running is not None and self._running.key == request.key:
+                self._cancel.set()  # the running one is superseded: stop it between window batches
+        self._wake.emit()
+
+    def stop(self) -> None:
+        """Drop everything queued; the request being run finishes and nothing more starts."""
+        with self._lock:
+            self._stopping = True
+            self._pending.clear()
+            self._cancel.set()
+
+    # ---- run in the worker thread
+    @Slot(object)
+    def preload(self, keys: list) -> None:
+        for task, model in keys:
+            if self._stopping:
+                return
+            self._load(task, model)
+
+    def _load(self, task: str, model: str):
+        if not self._store.is_loaded(task, model):
+            self.model_loading.emit(task, model)
+        try:
+            pipeline = self._store.get(task, model)
+        except EngineError as exc:
+            self.model_failed.emit(task, model, str(exc))
+            raise
+        self.model_loaded.emit(task, model, self._store.summary(task, model))
+        return pipeline
+
+    @Slot()
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopping or not self._pending:
+                    return
+                request = self._pending.pop(next(iter(self._pending)))
+                self._running = request
+                self._cancel.clear()
+            try:
+                self._run(request)
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def _run(self, request: Request) -> None:
+        self.started.emit(request)
+        try:
+            pipeline = self._load(request.task, request.model)
+            if request.task == "qa":
+                result = pipeline(request.question, request.text, cancel=self._cancel)
+            else:
+                result = pipeline(request.text, cancel=self._cancel)
+        except Cancelled:
+            return  # superseded or closing: nobody is waiting for this one
+        except EngineError as exc:
+            self.failed.emit(request, str(exc))
+            return
+        except Exception as exc:  # a bug must reach the user as a message, never kill the thread
+            traceback.print_exc()
+            self.failed.emit(request, f"Unexpected engine error: {exc.__class__.__name__}: {exc}")
+            return
+        self.finished.emit(request, result)
+
+
+class EngineThread:
+    """Owns the QThread and the worker in it; `shutdown()` returns within a bounded time."""
+
+    def __init__(self, store: ModelStore | None = None):
+        self.thread = QThread()
+        self.thread.setObjectName("engine")
+        self.worker = EngineWorker(store)
+        self.worker.moveToThread(self.thread)
+        self.thread.finished.connect(self.worker.deleteLater)
+        self.thread.start()
+
+    def shutdown(self, timeout_ms: int = 1500) -> bool:
+        self.worker.stop()
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)
