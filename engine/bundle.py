@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,13 @@ def assets_dir() -> Path:
     return base / "assets"
 
 
+MODELS_DIR_ENV = "SQUEEZEBERT_MODELS_DIR"
+
+
 def models_dir() -> Path:
-    return assets_dir() / "models"
+    """assets/models, unless $SQUEEZEBERT_MODELS_DIR points at another folder of bundles."""
+    override = os.environ.get(MODELS_DIR_ENV)
+    return Path(override) if override else assets_dir() / "models"
 
 
 def sha256_of(path: Path) -> str:

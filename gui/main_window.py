@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         self.latest: dict[tuple[str, str], int] = {}  # newest request id per (tab, model slot)
         self.last_results: dict[str, object] = {}  # per tab, for the readout when switching tabs
         self.stale: set[str] = set()  # tabs whose shown result is from the other model
+        self.closing = False
 
         self.engine = EngineThread(store)
         worker = self.engine.worker
@@ -130,6 +131,8 @@ class MainWindow(QMainWindow):
             self._submit(Request(tab.task, tab.task, self.model, text, question), (tab.task, "active"))
 
     def _submit(self, request: Request, slot: tuple[str, str]) -> None:
+        if self.closing:
+            return
         self.latest[slot] = request.id
         self.engine.worker.submit(request)
 
@@ -181,13 +184,13 @@ class MainWindow(QMainWindow):
         self.stale = set(self.task_tabs)
         self._refresh_header()
         tab = self.tabs.currentWidget()
-        if tab is not self.compare and tab.last_result is not None:
+        if tab is not self.compare and tab.has_input():
             self.analyse(tab)  # same input, the newly selected model
 
     def _tab_changed(self, index: int) -> None:
         tab = self.tabs.widget(index)
         self._refresh_header()
-        if tab is not self.compare and tab.task in self.stale and tab.last_result is not None:
+        if tab is not self.compare and tab.task in self.stale and tab.has_input():
             self.analyse(tab)
 
     def _refresh_header(self) -> None:
@@ -225,5 +228,8 @@ class MainWindow(QMainWindow):
 
     # ---- shutdown
     def closeEvent(self, event) -> None:
+        self.closing = True
+        for tab in (self.sentiment, self.entities, self.qa, self.compare):
+            tab.debounce.stop()
         self.engine.shutdown()
         super().closeEvent(event)

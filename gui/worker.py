@@ -54,6 +54,8 @@ class EngineWorker(QObject):
     # ---- called from the UI thread
     def submit(self, request: Request) -> None:
         with self._lock:
+            if self._stopping:
+                return
             self._pending[request.key] = request
             if self._running is not None and self._running.key == request.key:
                 self._cancel.set()  # the running one is superseded: stop it between window batches
@@ -72,7 +74,10 @@ class EngineWorker(QObject):
         for task, model in keys:
             if self._stopping:
                 return
-            self._load(task, model)
+            try:
+                self._load(task, model)
+            except EngineError:
+                continue  # reported through model_failed; the other models still load
 
     def _load(self, task: str, model: str):
         if not self._store.is_loaded(task, model):

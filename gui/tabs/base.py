@@ -83,6 +83,9 @@ class AnalysisTab(QWidget):
     def set_text(self, text: str) -> None:
         raise NotImplementedError
 
+    def has_input(self) -> bool:
+        return any(part.strip() for part in self.inputs())
+
     def load_sample(self, index: int) -> None:
         raise NotImplementedError
 

