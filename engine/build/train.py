@@ -298,6 +298,10 @@ def run(args):
         rng = np.random.default_rng(0)
         rng.shuffle(segments)
         train_features, val_features, val_examples = segments[1000:], segments[:1000], None
+        if args.max_train:
+            train_features = train_features[: args.max_train]
+        if args.max_val:
+            val_features = val_features[: args.max_val]
     else:
         train_examples, val_examples = load_task_data(args.task, Path(args.data))
         if args.max_train:

@@ -1,0 +1,56 @@
+"""The training recipes' machinery on a tiny base model and small subsets of the real data: resumable and complete."""
+import json
+
+import pytest
+import torch
+import transformers
+
+from conftest import make_checkpoint
+from engine.build.train import DATA, parse_args, run
+
+pytestmark = pytest.mark.skipif(not (DATA / "sst2" / "train.tsv").is_file(), reason="../shared/data is not present")
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, tiny_tokenizer_dir):
+    folder = tmp_path_factory.mktemp("base")
+    torch.manual_seed(0)
+    vocab_size = len((tiny_tokenizer_dir / "vocab.txt").read_text().split())
+    config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    transformers.BertModel(config).save_pretrained(folder)
+    (folder / "tokenizer.json").write_bytes((tiny_tokenizer_dir / "tokenizer.json").read_bytes())
+    return folder
+
+
+SMALL = ["--max-train", "48", "--max-val", "16", "--batch-size", "8", "--max-steps", "4", "--save-every", "2",
+         "--eval-every", "2", "--threads", "1"]
+
+
+@pytest.mark.parametrize("task", ["sentiment", "entities", "qa"])
+def test_finetune_stops_resumes_and_keeps_the_best(tmp_path, tiny_base, task):
+    out = tmp_path / f"bert-{task}"
+    common = ["--mode", "finetune", "--task", task, "--base", str(tiny_base), "--out", str(out)] + SMALL
+    run(parse_args(common + ["--max-minutes", "0.00001"]))  # stops after its first step, checkpointed
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 1 and not (out / "done").exists()
+    run(parse_args(common))
+    done = json.loads((out / "done").read_text())
+    assert done["steps"] == 4
+    history = json.loads((out / "history.json").read_text())
+    assert [h["step"] for h in history] == [2, 4]
+    assert (out / "best" / "config.json").is_file() and (out / "best" / "tokenizer.json").is_file()
+    assert json.loads((out / "best" / "validation.json").read_text())["step"] in (2, 4)
+
+
+def test_general_then_task_distillation_produce_a_squeezebert(tmp_path, tiny_base):
+    teacher = tmp_path / "bert-sentiment"
+    run(parse_args(["--mode", "finetune", "--task", "sentiment", "--base", str(tiny_base), "--out", str(teacher)] + SMALL))
+    general = tmp_path / "general"
+    run(parse_args(["--mode", "distill-general", "--base", str(tiny_base), "--out", str(general)] + SMALL))
+    assert json.loads((general / "best" / "config.json").read_text())["q_groups"] == 4
+    student = tmp_path / "squeezebert-sentiment"
+    run(parse_args(["--mode", "distill-task", "--task", "sentiment", "--base", str(tiny_base), "--out", str(student),
+                    "--teacher", str(teacher / "best"), "--student-init", str(general / "best")] + SMALL))
+    config = json.loads((student / "best" / "config.json").read_text())
+    assert config["model_type"] == "squeezebert" and config["architectures"] == ["SqueezeBertForSequenceClassification"]
+    assert config["post_attention_groups"] == 1 and config["intermediate_groups"] == 4
