@@ -88,6 +88,50 @@ def cmd_screenshot(args) -> int:
     return 0
 
 
+def cmd_benchmark(args) -> int:
+    from engine.benchmark import add_efficiency, run_benchmark
+
+    try:
+        seq_lens = [int(s) for s in args.seq_len.split(",") if s.strip()]
+    except ValueError:
+        raise CliError(f"--seq-len takes numbers separated by commas, got {args.seq_len!r}") from None
+    if not seq_lens or any(not 8 <= s <= 512 for s in seq_lens):
+        raise CliError("--seq-len values must be between 8 and 512")
+    report = add_efficiency(run_benchmark(args.task, seq_lens, args.runs, progress=lambda line: print(line, file=sys.stderr)))
+    for line in benchmark_summary(report):
+        print(line, file=sys.stderr if args.json else sys.stdout)
+    if args.chart:
+        from gui.benchmark_chart import save_chart
+
+        save_chart(report, args.chart)
+    if args.json:
+        emit({"seq_len": seq_lens[0] if len(seq_lens) == 1 else seq_lens, "batch": 1, "threads": report["threads"],
+              "results": report["results"], "cpu": report["cpu"], "peak_fp32_gemm_gflops": report["peak_fp32_gemm_gflops"],
+              "notes": report["notes"]})
+    return 0
+
+
+def benchmark_summary(report: dict) -> list[str]:
+    """Ratios that matter, per sequence length: the architecture's gain and the gain over what users run today."""
+    lines = [f"CPU: {report['cpu']}, {report['threads']} threads, batch 1, {report['runs']} interleaved runs; "
+             f"fp32 GEMM peak {report['peak_fp32_gemm_gflops']} GFLOP/s"]
+    for seq in report["seq_lens"]:
+        rows = {(r["model"], r["precision"], r["runtime"]): r for r in report["results"] if r["seq_len"] == seq}
+        sq = rows.get(("squeezebert", "int8", "onnxruntime"))
+        if not sq:
+            continue
+        parts = []
+        for key, name in ((("bert", "int8", "onnxruntime"), "BERT int8"), (("bert", "fp32", "onnxruntime"), "BERT fp32"),
+                          (("bert", "fp32", "transformers"), "transformers BERT"),
+                          (("squeezebert", "fp32", "transformers"), "transformers SqueezeBERT")):
+            if key in rows:
+                parts.append(f"{rows[key]['p50_ms'] / sq['p50_ms']:.2f}x vs {name}")
+        tok = f"; tokenisation {100 * sq.get('tokenize_fraction', 0):.1f}% of its time" if "tokenize_fraction" in sq else ""
+        lines.append(f"seq {seq}: SqueezeBERT int8 p50 {sq['p50_ms']:.2f} ms = " + ", ".join(parts) + tok)
+    lines += [f"note: {n}" for n in report["notes"]]
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
@@ -109,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("self-test", help="load every bundled model and check its output")
     p.set_defaults(run=cmd_self_test)
+
+    p = sub.add_parser("benchmark", help="time SqueezeBERT against BERT (int8, fp32, transformers) on identical inputs")
+    p.add_argument("--task", choices=TASKS, default="sentiment")
+    p.add_argument("--seq-len", default="32,128,384")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="last line of stdout: the results as JSON")
+    p.add_argument("--chart", help="also draw latency against sequence length into this PNG")
+    p.set_defaults(run=cmd_benchmark)
 
     p = sub.add_parser("screenshot", help="render the window with a tab's first sample analysed")
     p.add_argument("--tab", choices=TASKS + ("compare",), required=True)

