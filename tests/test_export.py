@@ -59,3 +59,40 @@ def test_unsupported_checkpoint_is_refused(tmp_path):
     transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "mlm")
     with pytest.raises(ValueError, match="BertForMaskedLM"):
         build_bundle(tmp_path / "mlm", tmp_path / "out")
+
+
+def test_squeezebert_graph_has_one_int8_matmul_per_fused_projection(tiny_bundles):
+    import collections
+
+    import onnx
+
+    graph = onnx.load(str(tiny_bundles[("squeezebert", "sentiment")] / "model.onnx")).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    # per layer: fused QKV, attention output, FFN in, FFN out; then pooler and classifier
+    assert ops["MatMulInteger"] == 4 * 2 + 2
+    assert ops["DynamicQuantizeLinear"] == ops["MatMulInteger"]
+    assert ops["Split"] == 0
+
+
+@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
+def test_export_matches_torch_on_large_logits(tmp_path, tiny_tokenizer_dir, architecture):
+    """With a wide initialisation the logits are large, so a layout slip cannot hide under the tolerance."""
+    import torch
+    import transformers
+
+    from engine.build.export import export_onnx, parity
+    from engine.build.squeeze import squeezebert_config
+
+    torch.manual_seed(1)
+    config = transformers.BertConfig(vocab_size=120, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=96, initializer_range=0.4, num_labels=9)
+    if architecture == "squeezebert":
+        config = squeezebert_config(config, 4)
+    prefix = "Bert" if architecture == "bert" else "SqueezeBert"
+    model = getattr(transformers, prefix + "ForTokenClassification")(config).eval()
+    export_onnx(model, tmp_path / "m.onnx")
+    with torch.no_grad():
+        scale = float(model(input_ids=torch.randint(5, 120, (1, 16))).logits.abs().max())
+    report = parity(model, tmp_path / "m.onnx")
+    assert scale > 1.0
+    assert report["argmax_agreement"] == 1.0 and report["max_abs_logit_diff"] < 1e-4 * max(scale, 1.0) * 10

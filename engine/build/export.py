@@ -90,6 +90,50 @@ class ExportLayer(nn.Module):
         return F.layer_norm(self.out(i) + a, (hidden,), *self.ln2, eps=self.eps)
 
 
+class GroupedExportLayer(nn.Module):
+    """A SqueezeBERT layer with every grouped 1x1 conv as one batched MatMul over groups.
+
+    Q, K and V read the same input, so they are fused into one grouped projection (one int8 quantisation of the
+    input instead of three), and the FFN stays in group-major layout [groups, tokens, channels] between its two
+    grouped layers, whose blocks line up (group g of the first feeds group g of the second). Per group the weights
+    are [in/groups, out/groups]; ONNX Runtime quantises the batched MatMul like any other.
+    """
+
+    def __init__(self, q, k, v, attn_out, ln1, inter, out, ln2, heads, eps, groups):
+        super().__init__()
+        self.groups, self.heads, self.eps = groups, heads, eps
+        self.hidden = int(ln1[0].shape[0])
+        per_group = lambda w: torch.stack(list(w.weights))  # noqa: E731  [G, in/G, out/G]
+        self.qkv = nn.Parameter(torch.cat([per_group(q), per_group(k), per_group(v)], dim=-1))  # [G, in/G, 3*out/G]
+        self.qkv_bias = nn.Parameter(torch.stack([q.bias, k.bias, v.bias]).view(3, groups, 1, -1).transpose(0, 1).reshape(groups, 1, -1))
+        self.attn_out, self.ln1, self.ln2 = attn_out, ln1, ln2
+        self.inter = nn.Parameter(per_group(inter))
+        self.inter_bias = nn.Parameter(inter.bias.view(groups, 1, -1).clone())
+        self.out = nn.Parameter(per_group(out))
+        self.out_bias = nn.Parameter(out.bias.clone())
+
+    def to_groups(self, h):
+        """[B, S, C] -> [G, B*S, C/G]"""
+        return h.reshape(-1, self.groups, self.hidden // self.groups).transpose(0, 1)
+
+    def forward(self, h, additive_mask):
+        batch, seq = h.shape[0], h.shape[1]
+        g, hidden, heads = self.groups, self.hidden, self.heads
+        d = hidden // heads
+        heads_per_group = heads // g
+        qkv = torch.matmul(self.to_groups(h), self.qkv) + self.qkv_bias  # [G, B*S, 3*C/G]
+        # -> [3, B, heads, S, d]: group g holds heads g*hpg .. (g+1)*hpg-1 of each of q, k, v
+        qkv = qkv.view(g, batch, seq, 3, heads_per_group, d).permute(3, 1, 0, 4, 2, 5).reshape(3, batch, heads, seq, d)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d) + additive_mask
+        context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(batch, seq, hidden)
+        a = F.layer_norm(self.attn_out(context) + h, (hidden,), *self.ln1, eps=self.eps)
+        i = torch.matmul(self.to_groups(a), self.inter) + self.inter_bias  # [G, B*S, I/G]
+        i = i * 0.5 * (1.0 + torch.erf(i / math.sqrt(2.0)))
+        o = torch.matmul(i, self.out).transpose(0, 1).reshape(batch, seq, hidden) + self.out_bias
+        return F.layer_norm(o + a, (hidden,), *self.ln2, eps=self.eps)
+
+
 class ExportModel(nn.Module):
     """BERT or SqueezeBERT with a sentiment, entities or QA head, as plain sequence-major tensor code."""
 
@@ -120,12 +164,17 @@ class ExportModel(nn.Module):
         for i in range(config.num_hidden_layers):
             if self.squeeze:
                 p = f"{prefix}encoder.layers.{i}."
-                layers.append(ExportLayer(
+                groups = {config.q_groups, config.k_groups, config.v_groups, config.intermediate_groups, config.output_groups}
+                layer_class = ExportLayer
+                extra = ()
+                if len(groups) == 1 and groups != {1} and config.post_attention_groups == 1:
+                    layer_class, extra = GroupedExportLayer, (groups.pop(),)
+                layers.append(layer_class(
                     lin(p + "attention.query", config.q_groups), lin(p + "attention.key", config.k_groups),
                     lin(p + "attention.value", config.v_groups), lin(p + "post_attention.conv1d", config.post_attention_groups),
                     ln(p + "post_attention.layernorm"), lin(p + "intermediate.conv1d", config.intermediate_groups),
                     lin(p + "output.conv1d", config.output_groups), ln(p + "output.layernorm"),
-                    config.num_attention_heads, self.eps))
+                    config.num_attention_heads, self.eps, *extra))
             else:
                 p = f"{prefix}encoder.layer.{i}."
                 layers.append(ExportLayer(
