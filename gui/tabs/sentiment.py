@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QPlainTextEdit, QProgressBar
 
 from gui.style import MODEL_LABELS
@@ -28,14 +29,17 @@ class SentimentTab(AnalysisTab):
             bar = QProgressBar()
             bar.setRange(0, 1000)
             bar.setTextVisible(True)
-            bar.setFormat("—")
+            bar.setFormat("")
+            bar.setAlignment(Qt.AlignCenter)
+            bar.setFixedHeight(26)
             bar.setStyleSheet(
-                "QProgressBar::chunk { background: %s; }" % ("#2e9e6a" if label == "positive" else "#c65353")
+                "QProgressBar { border: 1px solid palette(mid); border-radius: 4px; text-align: center; }"
+                "QProgressBar::chunk { background: %s; border-radius: 3px; }" % ("#2e9e6a" if label == "positive" else "#c65353")
             )
             grid.addWidget(QLabel(label.capitalize()), row, 0)
             grid.addWidget(bar, row, 1)
             self.bars[label] = bar
-        self.layout_.addWidget(self.editor, 3)
+        self.layout_.addWidget(self.editor, 2)
         self.layout_.addWidget(self.message)
         self.layout_.addWidget(self.headline)
         self.layout_.addLayout(grid)
