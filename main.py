@@ -88,6 +88,46 @@ def cmd_screenshot(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    import time
+
+    from engine.batch import RowWriter, count_rows, read_rows, run_batch
+    from engine.pipelines import load_pipeline
+
+    text_column = args.column or ("context" if args.task == "qa" else "text")
+    question_column = args.question_column if args.task == "qa" else None
+    rows = read_rows(args.input, text_column if not args.input.endswith(".txt") else None, question_column)
+    first = next(rows, None)  # surfaces a missing column or a wrong file type before anything is written
+    pipeline = load_pipeline(args.task, args.model)
+    total = count_rows(args.input)
+    started = time.time()
+
+    def progress(done: int) -> None:
+        if done % 50 == 0 or done == total:
+            rate = done / max(time.time() - started, 1e-9)
+            of = f"/{total}" if total else ""
+            print(f"\r{done}{of} rows ({rate:.0f}/s)", end="", file=sys.stderr, flush=True)
+
+    def all_rows():
+        if first is not None:
+            yield first
+        yield from rows
+
+    summary = None
+    with RowWriter(args.output) as writer:
+        try:
+            summary = run_batch(pipeline, all_rows(), writer, progress)
+        except KeyboardInterrupt:
+            print("\ninterrupted: the output holds every row finished so far", file=sys.stderr)
+    print(file=sys.stderr)
+    report = {"output": args.output, "task": args.task, "model": args.model,
+              "seconds": round(time.time() - started, 2), "interrupted": summary is None}
+    if summary is not None:
+        report.update(rows=summary.rows, failed=summary.failed)
+    emit(report)
+    return 130 if summary is None else 0
+
+
 def cmd_benchmark(args) -> int:
     from engine.benchmark import add_efficiency, run_benchmark
 
@@ -153,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("self-test", help="load every bundled model and check its output")
     p.set_defaults(run=cmd_self_test)
+
+    p = sub.add_parser("batch", help="analyse every row of a .txt, .csv or .jsonl file into a .csv or .jsonl")
+    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--model", default="squeezebert", help="squeezebert, bert, or a bundle folder")
+    p.add_argument("--input", required=True, help=".txt (one text per line), .csv or .jsonl")
+    p.add_argument("--column", help="text column/field (default 'text'; qa: 'context')")
+    p.add_argument("--question-column", default="question", help="qa: the question column/field")
+    p.add_argument("--output", required=True, help=".csv or .jsonl, written row by row")
+    p.set_defaults(run=cmd_batch)
 
     p = sub.add_parser("benchmark", help="time SqueezeBERT against BERT (int8, fp32, transformers) on identical inputs")
     p.add_argument("--task", choices=TASKS, default="sentiment")

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 from engine.bundle import TASKS
 from gui.latency import LatencyChart, LatencyHistory, LatencyReadout
 from gui.style import MODEL_LABELS, MODEL_NAMES
+from gui.tabs.batch import BatchTab
 from gui.tabs.compare import CompareTab
 from gui.tabs.entities import EntitiesTab
 from gui.tabs.qa import QATab
@@ -83,6 +84,8 @@ class MainWindow(QMainWindow):
         for tab in (self.sentiment, self.entities, self.qa, self.compare):
             self.tabs.addTab(tab, tab.title)
             tab.analysis_requested.connect(lambda tab=tab: self.analyse(tab))
+        self.batch = BatchTab()
+        self.tabs.addTab(self.batch, self.batch.title)
         central = QWidget()
         column = QVBoxLayout(central)
         column.setContentsMargins(8, 6, 8, 0)
@@ -108,6 +111,11 @@ class MainWindow(QMainWindow):
         worker.model_loaded.connect(self._model_loaded)
         worker.model_failed.connect(self._model_failed)
         self.preload.connect(worker.preload)
+        self.batch.run_requested.connect(worker.start_batch)
+        self.batch.cancel_requested.connect(worker.cancel_batch)
+        worker.batch_progress.connect(self.batch.on_progress)
+        worker.batch_finished.connect(self.batch.on_finished)
+        worker.batch_failed.connect(self.batch.on_failed)
         self.toggle.changed.connect(self._model_changed)
         self.tabs.currentChanged.connect(self._tab_changed)
         self._update_models_label()
@@ -184,18 +192,21 @@ class MainWindow(QMainWindow):
         self.stale = set(self.task_tabs)
         self._refresh_header()
         tab = self.tabs.currentWidget()
-        if tab is not self.compare and tab.has_input():
+        if tab in self.task_tabs.values() and tab.has_input():
             self.analyse(tab)  # same input, the newly selected model
 
     def _tab_changed(self, index: int) -> None:
         tab = self.tabs.widget(index)
         self._refresh_header()
-        if tab is not self.compare and tab.task in self.stale and tab.has_input():
+        if tab in self.task_tabs.values() and tab.task in self.stale and tab.has_input():
             self.analyse(tab)
 
     def _refresh_header(self) -> None:
         tab = self.tabs.currentWidget()
-        task = tab.current_task if tab is self.compare else tab.task
+        if tab is self.batch:
+            task = self.batch.task.currentData()
+        else:
+            task = tab.current_task if tab is self.compare else tab.task
         self.readout.show_model(self.loaded.get((task, self.model)))
         result = self.last_results.get(getattr(tab, "task", ""))
         if result is not None and result.model.architecture == self.model:

@@ -11,9 +11,12 @@ import traceback
 from dataclasses import dataclass, field
 from itertools import count
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+import time
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from engine.api import Cancelled, EngineError, ModelStore
+from engine.batch import BatchSummary, RowWriter, analyse_row, rows_of_files
 
 _ids = count(1)
 
@@ -32,6 +35,20 @@ class Request:
         return (self.tab, self.model)
 
 
+@dataclass(frozen=True)
+class BatchJob:
+    task: str
+    model: str
+    inputs: tuple[str, ...]
+    output: str
+    column: str | None = None
+    question_column: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+
+
+BATCH_SLICE_SECONDS = 0.05  # then let queued interactive requests run before the next slice
+
+
 class EngineWorker(QObject):
     started = Signal(object)  # Request
     finished = Signal(object, object)  # Request, result
@@ -39,7 +56,12 @@ class EngineWorker(QObject):
     model_loading = Signal(str, str)  # task, model
     model_loaded = Signal(str, str, object)  # task, model, ModelSummary
     model_failed = Signal(str, str, str)  # task, model, message
+    batch_progress = Signal(int, int, int)  # job id, rows done, rows failed
+    batch_finished = Signal(int, object)  # job id, BatchSummary
+    batch_failed = Signal(int, str)  # job id, message
     _wake = Signal()
+    _batch_start = Signal(object)
+    _batch_next = Signal()
 
     def __init__(self, store: ModelStore | None = None):
         super().__init__()
@@ -50,6 +72,10 @@ class EngineWorker(QObject):
         self._cancel = threading.Event()  # set to abandon the request being run
         self._stopping = False
         self._wake.connect(self._drain)
+        self._batch = None  # (job, rows iterator, writer, summary, pipeline) while a batch runs
+        self._batch_cancel = threading.Event()
+        self._batch_start.connect(self._begin_batch)
+        self._batch_next.connect(self._batch_slice, Qt.QueuedConnection)  # queued even from its own thread
 
     # ---- called from the UI thread
     def submit(self, request: Request) -> None:
@@ -61,12 +87,20 @@ class EngineWorker(QObject):
                 self._cancel.set()  # the running one is superseded: stop it between window batches
         self._wake.emit()
 
+    def start_batch(self, job: BatchJob) -> None:
+        self._batch_cancel.clear()
+        self._batch_start.emit(job)
+
+    def cancel_batch(self) -> None:
+        self._batch_cancel.set()
+
     def stop(self) -> None:
         """Drop everything queued; the request being run finishes and nothing more starts."""
         with self._lock:
             self._stopping = True
             self._pending.clear()
             self._cancel.set()
+        self._batch_cancel.set()
 
     # ---- run in the worker thread
     @Slot(object)
@@ -105,6 +139,62 @@ class EngineWorker(QObject):
                 with self._lock:
                     self._running = None
 
+    @Slot(object)
+    def _begin_batch(self, job: BatchJob) -> None:
+        if self._batch is not None:
+            self.batch_failed.emit(job.id, "A batch is already running.")
+            return
+        try:
+            pipeline = self._load(job.task, job.model)
+            rows = rows_of_files(list(job.inputs), job.column, job.question_column if job.task == "qa" else None)
+            first = next(rows, None)  # a missing column or a bad file type fails here, before the output exists
+            writer = RowWriter(job.output)
+        except EngineError as exc:
+            self.batch_failed.emit(job.id, str(exc))
+            return
+        chained = iter(([first] if first is not None else []))
+        self._batch = (job, _chain(chained, rows), writer, BatchSummary(), pipeline)
+        self._batch_next.emit()
+
+    @Slot()
+    def _batch_slice(self) -> None:
+        if self._batch is None:
+            return
+        job, rows, writer, summary, pipeline = self._batch
+        deadline = time.perf_counter() + BATCH_SLICE_SECONDS
+        try:
+            while time.perf_counter() < deadline:
+                if self._batch_cancel.is_set():
+                    summary.cancelled = True
+                    return self._end_batch()
+                row = next(rows, None)
+                if row is None:
+                    return self._end_batch()
+                record = analyse_row(pipeline, row)
+                writer.write(record)
+                summary.rows += 1
+                summary.failed += bool(record["error"])
+        except (EngineError, OSError) as exc:  # a file that turns unreadable mid-way, a full disk
+            writer.close()
+            self._batch = None
+            self.batch_failed.emit(job.id, f"Batch stopped after {summary.rows} rows: {exc}")
+            return
+        self.batch_progress.emit(job.id, summary.rows, summary.failed)
+        self._batch_next.emit()
+
+    def abandon_batch(self) -> None:
+        """Close a batch's output as it stands (called once the thread has stopped): the file stays valid."""
+        if self._batch is not None:
+            self._batch[2].close()
+            self._batch = None
+
+    def _end_batch(self) -> None:
+        job, _, writer, summary, _ = self._batch
+        writer.close()
+        self._batch = None
+        self.batch_progress.emit(job.id, summary.rows, summary.failed)
+        self.batch_finished.emit(job.id, summary)
+
     def _run(self, request: Request) -> None:
         self.started.emit(request)
         try:
@@ -125,6 +215,11 @@ class EngineWorker(QObject):
         self.finished.emit(request, result)
 
 
+def _chain(*iterators):
+    for it in iterators:
+        yield from it
+
+
 class EngineThread:
     """Owns the QThread and the worker in it; `shutdown()` returns within a bounded time."""
 
@@ -139,4 +234,7 @@ class EngineThread:
     def shutdown(self, timeout_ms: int = 1500) -> bool:
         self.worker.stop()
         self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        stopped = self.thread.wait(timeout_ms)
+        if stopped:
+            self.worker.abandon_batch()
+        return stopped
