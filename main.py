@@ -83,7 +83,7 @@ def cmd_app(args) -> int:
 def cmd_screenshot(args) -> int:
     from gui.app import screenshot
 
-    path = screenshot(args.tab, args.out, compare_model=args.model)
+    path = screenshot(args.tab, args.out, compare_model=args.model, theme=args.theme)
     emit({"tab": args.tab, "out": str(path)})
     return 0
 
@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tab", choices=TASKS + ("compare",), required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="squeezebert", choices=["squeezebert", "bert"])
+    p.add_argument("--theme", default="light", choices=["light", "dark"])
     p.set_defaults(run=cmd_screenshot)
     return parser
 

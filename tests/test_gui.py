@@ -262,3 +262,22 @@ def test_small_pure_helpers():
     assert history.values("bert") == [2, 3, 4] and history.p50("squeezebert") is None
     assert speedup_text(10.0, 27.0).startswith("SqueezeBERT 2.7x faster")
     assert "slower" in speedup_text(20.0, 10.0)
+
+
+def test_open_file_and_copy_json(qtbot, window, tmp_path):
+    import json
+
+    from PySide6.QtGui import QGuiApplication
+
+    path = tmp_path / "review.txt"
+    path.write_bytes("Une critique: très bien \xff!".encode("latin-1"))  # not UTF-8: replaced, not refused
+    tab = window.sentiment
+    tab.last_result = None
+    tab.load_file(str(path))
+    qtbot.waitUntil(lambda: tab.last_result is not None, timeout=30000)
+    assert "critique" in tab.editor.toPlainText()
+    tab.copy_json()
+    copied = json.loads(QGuiApplication.clipboard().text())
+    assert copied["label"] == tab.last_result.label and copied["timing"]["n_tokens"] > 0
+    tab.load_file(str(tmp_path / "missing.txt"))
+    assert "Could not open missing.txt" in tab.message.text()
