@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.bundle import load_bundle, resolve
-from engine.errors import Cancelled, EngineError
+from engine.errors import Cancelled, EngineError, InferenceError
 from engine.pipelines import PIPELINES, Pipeline
 
 __all__ = ["Cancelled", "EngineError", "ModelStore", "ModelSummary"]
@@ -22,6 +22,14 @@ class ModelSummary:
     scores: dict  # from the manifest: validation scores, as measured when the bundle was built
 
 
+def warm_up(pipeline: Pipeline) -> None:
+    """One throwaway call, so the first request a user makes is not the one that pays for lazy initialisation."""
+    if pipeline.task == "qa":
+        pipeline("What is this?", "This is a warm-up.")
+    else:
+        pipeline("This is a warm-up.")
+
+
 class ModelStore:
     """Pipelines by (task, model), created on first use; a failed load is not cached, so a fixed file loads later."""
 
@@ -36,7 +44,14 @@ class ModelStore:
         key = (task, model)
         if key not in self._pipelines:
             bundle = load_bundle(resolve(model, task), task)
-            self._pipelines[key] = PIPELINES[task](bundle, self._threads)
+            pipeline = PIPELINES[task](bundle, self._threads)
+            try:
+                warm_up(pipeline)
+            except EngineError:
+                raise
+            except Exception as exc:  # a model that cannot run a trivial input is unusable: say so, keep going
+                raise InferenceError(f"{bundle.path.name} failed to start: {exc.__class__.__name__}: {exc}") from None
+            self._pipelines[key] = pipeline
         return self._pipelines[key]
 
     def summary(self, task: str, model: str) -> ModelSummary:

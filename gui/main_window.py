@@ -133,7 +133,8 @@ class MainWindow(QMainWindow):
         if tab is self.compare:
             tab.begin()
             for model in MODEL_NAMES:
-                self._submit(Request("compare", tab.current_task, model, text, question), ("compare", model))
+                request = Request("compare", tab.current_task, model, text, question, repeat=tab.REPEAT)
+                self._submit(request, ("compare", model))
         else:
             self.stale.discard(tab.task)
             self._submit(Request(tab.task, tab.task, self.model, text, question), (tab.task, "active"))
@@ -170,7 +171,8 @@ class MainWindow(QMainWindow):
         else:
             self.task_tabs[request.tab].show_result(result)
             self.last_results[request.tab] = result
-        if self.tabs.currentWidget() is self._tab_of(request):
+        # the readout speaks for the toggled model only (Compare also runs the other one)
+        if self.tabs.currentWidget() is self._tab_of(request) and request.model == self.model:
             self.readout.show_timing(request.model, result.timing)
             self.statusBar().showMessage(
                 f"{MODEL_LABELS[request.model]} {request.task}: {result.timing.total_ms:.1f} ms", 4000

@@ -58,3 +58,19 @@ def test_manifest_must_list_required_files(tmp_path, tiny_bundles):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="does not list tokenizer.json"):
         load_bundle(bundle)
+
+
+def test_a_model_that_fails_to_start_is_reported_not_raised(models_dir, monkeypatch):
+    import engine.pipelines
+    from engine.api import ModelStore
+    from engine.errors import InferenceError
+
+    def explode(self, text, cancel=None):
+        raise RuntimeError("bad graph")
+
+    store = ModelStore()
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.pipelines.SentimentPipeline, "__call__", explode)
+        with pytest.raises(InferenceError, match="squeezebert-sentiment failed to start: RuntimeError: bad graph"):
+            store.get("sentiment", "squeezebert")
+    assert store.get("sentiment", "squeezebert")("fine").label  # not cached as failed: a later load works

@@ -34,6 +34,7 @@ def speedup_text(squeeze_ms: float, bert_ms: float) -> str:
 class CompareTab(AnalysisTab):
     task = "compare"
     title = "Compare"
+    REPEAT = 5  # each model's time is the median of this many runs of the same input
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -57,8 +58,10 @@ class CompareTab(AnalysisTab):
         row.addWidget(QLabel("Task"))
         row.addWidget(self.task_box)
         row.addWidget(self.question, 1)
+        row.addStretch(0)
         self.speedup = QLabel("")
         self.speedup.setObjectName("speedup")
+        self.speedup.setWordWrap(True)
         self.speedup.setAlignment(Qt.AlignCenter)
         grid = QGridLayout()
         self.panes, self.timings = {}, {}
@@ -123,6 +126,7 @@ class CompareTab(AnalysisTab):
         if all(m in self.results for m in MODEL_NAMES):
             self.speedup.setText(
                 speedup_text(self.results["squeezebert"].timing.total_ms, self.results["bert"].timing.total_ms)
+                + f"<br><span style='font-size:10pt; font-weight:400'>median of {self.REPEAT} runs each, same input, same thread</span>"
             )
 
     def show_model_error(self, model: str, text: str) -> None:
