@@ -20,8 +20,13 @@ class ModelInfo:
     bundle: str  # folder name
 
 
+class _Result:
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class SentimentResult:
+class SentimentResult(_Result):
     label: str
     score: float
     scores: dict[str, float]  # every class
@@ -29,9 +34,6 @@ class SentimentResult:
     model: ModelInfo
     timing: Timing
     task: str = "sentiment"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -44,15 +46,12 @@ class Entity:
 
 
 @dataclass(frozen=True)
-class EntitiesResult:
+class EntitiesResult(_Result):
     entities: list[Entity]
     n_windows: int
     model: ModelInfo
     timing: Timing
     task: str = "entities"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class QAResult:
+class QAResult(_Result):
     answer: str
     score: float
     start: int
@@ -74,6 +73,3 @@ class QAResult:
     model: ModelInfo | None = None
     timing: Timing | None = None
     task: str = "qa"
-
-    def to_dict(self) -> dict:
-        return asdict(self)

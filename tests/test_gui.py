@@ -5,7 +5,6 @@ import shutil
 import time
 
 import pytest
-from PySide6.QtCore import QElapsedTimer, QTimer
 
 from engine.bundle import MODELS, TASKS, models_dir as shipped_models_dir
 from gui.latency import LatencyHistory, percentile

@@ -5,7 +5,6 @@ import pytest
 import torch
 import transformers
 
-from conftest import make_checkpoint
 from engine.build.train import DATA, parse_args, run
 
 pytestmark = pytest.mark.skipif(not (DATA / "sst2" / "train.tsv").is_file(), reason="../shared/data is not present")

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
     QLabel,
+    QPlainTextEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -74,6 +75,13 @@ class AnalysisTab(QWidget):
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             QShortcut(QKeySequence(keys), self, activated=self.request_now)
         self.setAcceptDrops(True)
+
+    def make_editor(self, placeholder: str) -> QPlainTextEdit:
+        """A text box that triggers live analysis when edited."""
+        editor = QPlainTextEdit()
+        editor.setPlaceholderText(placeholder)
+        editor.textChanged.connect(self.input_changed)
+        return editor
 
     # ---- inputs
     def inputs(self) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit
+from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QLineEdit
 
 from engine.samples import load_samples
 from gui.style import ENTITY_NAMES, MODEL_COLORS, MODEL_LABELS, MODEL_NAMES
@@ -47,9 +47,7 @@ class CompareTab(AnalysisTab):
         for task, title in TASK_TITLES.items():
             self.task_box.addItem(title, task)
         self.task_box.currentIndexChanged.connect(self._task_changed)
-        self.editor = QPlainTextEdit()
-        self.editor.setPlaceholderText("One input, both models.")
-        self.editor.textChanged.connect(self.input_changed)
+        self.editor = self.make_editor("One input, both models.")
         self.question = QLineEdit()
         self.question.setPlaceholderText("Question (Q&A only)")
         self.question.textChanged.connect(self.input_changed)

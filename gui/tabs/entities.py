@@ -80,9 +80,7 @@ class EntitiesTab(AnalysisTab):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.editor = QPlainTextEdit()
-        self.editor.setPlaceholderText("Paste news, a letter, a report… people, organisations and places light up.")
-        self.editor.textChanged.connect(self.input_changed)
+        self.editor = self.make_editor("Paste news, a letter, a report… people, organisations and places light up.")
         legend = QHBoxLayout()
         for entity_type, color in ENTITY_COLORS.items():
             chip = QLabel(f"{ENTITY_NAMES[entity_type]} ({entity_type})")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem
 
 from gui.style import ALTERNATIVE_COLOR, ANSWER_COLOR
 from gui.tabs.base import AnalysisTab
@@ -15,9 +15,7 @@ class QATab(AnalysisTab):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.context = QPlainTextEdit()
-        self.context.setPlaceholderText("Paste a passage. Then ask a question whose answer is in it.")
-        self.context.textChanged.connect(self.input_changed)
+        self.context = self.make_editor("Paste a passage. Then ask a question whose answer is in it.")
         self.question = QLineEdit()
         self.question.setPlaceholderText("Ask a question about the passage…")
         self.question.textChanged.connect(self.input_changed)

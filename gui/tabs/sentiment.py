@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QGridLayout, QLabel, QPlainTextEdit, QProgressBar
+from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar
 
 from gui.style import MODEL_LABELS
 from gui.tabs.base import AnalysisTab
@@ -17,9 +17,7 @@ class SentimentTab(AnalysisTab):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.editor = QPlainTextEdit()
-        self.editor.setPlaceholderText("Type or paste a review, a message, a paragraph…")
-        self.editor.textChanged.connect(self.input_changed)
+        self.editor = self.make_editor("Type or paste a review, a message, a paragraph…")
         self.headline = QLabel("")
         self.headline.setObjectName("resultHeadline")
         self.detail = QLabel("")
