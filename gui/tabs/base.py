@@ -171,3 +171,18 @@ class AnalysisTab(QWidget):
     def copy_json(self) -> None:
         if self.last_result is not None:
             QGuiApplication.clipboard().setText(self.result_json())
+
+
+class SingleTextTab(AnalysisTab):
+    """A tab whose whole input is one text box, `self.editor`; samples are {title, text}."""
+
+    editor: QPlainTextEdit
+
+    def inputs(self):
+        return self.editor.toPlainText(), ""
+
+    def set_text(self, text: str) -> None:
+        self.editor.setPlainText(text)
+
+    def load_sample(self, index: int) -> None:
+        self.set_text(self.samples[index]["text"])

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
 )
 
 from gui.style import ENTITY_COLORS, ENTITY_NAMES, entity_color
-from gui.tabs.base import AnalysisTab
+from gui.tabs.base import SingleTextTab
 from gui.tabs.sentiment import model_line
 from gui.textspan import Utf16Positions
 
@@ -74,7 +74,7 @@ class EntityTableModel(QAbstractTableModel):
         return None
 
 
-class EntitiesTab(AnalysisTab):
+class EntitiesTab(SingleTextTab):
     task = "entities"
     title = "Entities"
 
@@ -109,15 +109,6 @@ class EntitiesTab(AnalysisTab):
         self.layout_.addWidget(self.message)
         self.layout_.addWidget(self.table, 2)
         self._analysed_text = ""
-
-    def inputs(self):
-        return self.editor.toPlainText(), ""
-
-    def set_text(self, text: str) -> None:
-        self.editor.setPlainText(text)
-
-    def load_sample(self, index: int) -> None:
-        self.set_text(self.samples[index]["text"])
 
     def clear_marks(self) -> None:
         self.editor.setExtraSelections([])

@@ -4,14 +4,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar
 
 from gui.style import MODEL_LABELS
-from gui.tabs.base import AnalysisTab
+from gui.tabs.base import SingleTextTab
 
 
 def model_line(result) -> str:
     return f"{MODEL_LABELS.get(result.model.architecture, result.model.architecture)} {result.model.precision} · {result.timing.total_ms:.1f} ms · {result.timing.n_tokens} tokens"
 
 
-class SentimentTab(AnalysisTab):
+class SentimentTab(SingleTextTab):
     task = "sentiment"
     title = "Sentiment"
 
@@ -43,15 +43,6 @@ class SentimentTab(AnalysisTab):
         self.layout_.addLayout(grid)
         self.layout_.addWidget(self.detail)
         self.layout_.addStretch(1)
-
-    def inputs(self):
-        return self.editor.toPlainText(), ""
-
-    def set_text(self, text: str) -> None:
-        self.editor.setPlainText(text)
-
-    def load_sample(self, index: int) -> None:
-        self.set_text(self.samples[index]["text"])
 
     def render_result(self, result) -> None:
         self.headline.setText(f"{result.label.capitalize()}  {100 * result.score:.1f}%")
