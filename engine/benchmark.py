@@ -7,7 +7,6 @@ need torch (fp32 exports, the transformers reference) are skipped with a note wh
 from __future__ import annotations
 
 import importlib.util
-import json
 import platform
 import statistics
 import tempfile
@@ -90,70 +89,23 @@ def minilm_like_config() -> dict:
             "intermediate_size": 1536}
 
 
-def _export_random(task: str, architecture: str, precision: str, tokenizer_file: Path) -> Path:
-    """A bundle with random weights in the shipped configuration (timing does not depend on weight values)."""
-    out = CACHE / f"{architecture}-{task}-{precision}"
-    if (out / "manifest.json").is_file():
-        return out
-    import torch
-    import transformers
-
-    from engine.build.export import TASK_OF_HEAD, build_bundle
-    from engine.build.squeeze import squeezebert_config
-
-    torch.manual_seed(0)
-    head = {v: k for k, v in TASK_OF_HEAD.items()}[task]
-    labels = {"sentiment": 2, "entities": 9, "qa": 2}[task]
-    config = transformers.BertConfig(**minilm_like_config(), num_labels=labels)
-    if architecture == "squeezebert":
-        config = squeezebert_config(config, 4)
-    model = getattr(transformers, ("Bert" if architecture == "bert" else "SqueezeBert") + head)(config)
-    checkpoint = CACHE / f"ckpt-{architecture}-{task}"
-    model.save_pretrained(checkpoint)
-    (checkpoint / "tokenizer.json").write_bytes(tokenizer_file.read_bytes())
-    build_bundle(checkpoint, out, precision=precision, max_length=512)
-    return out
-
-
-def _transformers_pipeline(task: str, bundle_dir: Path, threads: int):
-    """The same architecture and configuration as `bundle_dir`'s, in a transformers pipeline (torch, fp32)."""
-    import torch
-    import transformers
-
-    from engine.build.squeeze import squeezebert_config
-
-    torch.set_num_threads(threads)
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    cfg = manifest["config"]
-    labels = max(len(manifest["labels"]), 2)
-    config = transformers.BertConfig(**{k: cfg[k] for k in minilm_like_config()}, num_labels=labels)
-    if manifest["architecture"] == "squeezebert":
-        config = squeezebert_config(config, cfg.get("q_groups", 4))
-    head = {"sentiment": "ForSequenceClassification", "entities": "ForTokenClassification", "qa": "ForQuestionAnswering"}[task]
-    model = getattr(transformers, ("Bert" if manifest["architecture"] == "bert" else "SqueezeBert") + head)(config).eval()
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_file=str(bundle_dir / "tokenizer.json"), cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
-        unk_token="[UNK]", mask_token="[MASK]", model_max_length=512,
-    )
-    name = {"sentiment": "text-classification", "entities": "token-classification", "qa": "question-answering"}[task]
-    return transformers.pipeline(name, model=model, tokenizer=tokenizer, device=-1)
-
-
 def build_contenders(task: str, seq_len: int, threads: int, notes: list[str]) -> list[Contender]:
     have_torch = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
     contenders = []
     bundles = {}
+    if have_torch:
+        from engine.build import benchmark_reference as reference  # torch rows live in build code
     for architecture in ("squeezebert", "bert"):
         shipped = models_dir() / f"{architecture}-{task}"
         if (shipped / "manifest.json").is_file():
             bundles[(architecture, "int8")] = (shipped, "shipped bundle")
         elif have_torch:
             tokenizer_file = _any_tokenizer()
-            bundles[(architecture, "int8")] = (_export_random(task, architecture, "int8", tokenizer_file), "random weights, shipped configuration")
+            bundles[(architecture, "int8")] = (reference.export_random(task, architecture, "int8", tokenizer_file), "random weights, shipped configuration")
         if have_torch:
             tokenizer_file = bundles.get((architecture, "int8"), (None,))[0]
             tokenizer_file = tokenizer_file / "tokenizer.json" if tokenizer_file else _any_tokenizer()
-            bundles[(architecture, "fp32")] = (_export_random(task, architecture, "fp32", tokenizer_file), "fp32 export of the same configuration")
+            bundles[(architecture, "fp32")] = (reference.export_random(task, architecture, "fp32", tokenizer_file), "fp32 export of the same configuration")
     if not have_torch:
         notes.append("torch/transformers not installed: fp32 and transformers rows skipped (install the 'build' extra)")
     question = "where did the tower stand ?"
@@ -169,11 +121,11 @@ def build_contenders(task: str, seq_len: int, threads: int, notes: list[str]) ->
             call = (lambda p=pipeline, t=text: p(t))
         contenders.append(Contender(architecture, precision, "onnxruntime", call, source))
         if precision == "fp32" and have_torch:
-            reference = _transformers_pipeline(task, path, threads)
+            torch_pipeline = reference.transformers_pipeline(task, path, threads)
             if task == "qa":
-                ref_call = (lambda r=reference, t=text: r(question=question, context=t))
+                ref_call = (lambda r=torch_pipeline, t=text: r(question=question, context=t))
             else:
-                ref_call = (lambda r=reference, t=text: r(t))
+                ref_call = (lambda r=torch_pipeline, t=text: r(t))
             contenders.append(Contender(architecture, "fp32", "transformers", ref_call, "transformers pipeline, torch"))
     return contenders
 

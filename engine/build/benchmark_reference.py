@@ -1,0 +1,60 @@
+"""Benchmark contenders that need torch: fp32/int8 exports of the shipped configuration with random weights, and
+the same configuration in a transformers pipeline. Build-time code, imported by engine.benchmark only when torch is
+installed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.benchmark import CACHE, minilm_like_config
+
+
+def export_random(task: str, architecture: str, precision: str, tokenizer_file: Path) -> Path:
+    """A bundle with random weights in the shipped configuration (timing does not depend on weight values)."""
+    out = CACHE / f"{architecture}-{task}-{precision}"
+    if (out / "manifest.json").is_file():
+        return out
+    import torch
+    import transformers
+
+    from engine.build.export import TASK_OF_HEAD, build_bundle
+    from engine.build.squeeze import squeezebert_config
+
+    torch.manual_seed(0)
+    head = {v: k for k, v in TASK_OF_HEAD.items()}[task]
+    labels = {"sentiment": 2, "entities": 9, "qa": 2}[task]
+    config = transformers.BertConfig(**minilm_like_config(), num_labels=labels)
+    if architecture == "squeezebert":
+        config = squeezebert_config(config, 4)
+    model = getattr(transformers, ("Bert" if architecture == "bert" else "SqueezeBert") + head)(config)
+    checkpoint = CACHE / f"ckpt-{architecture}-{task}"
+    model.save_pretrained(checkpoint)
+    (checkpoint / "tokenizer.json").write_bytes(tokenizer_file.read_bytes())
+    build_bundle(checkpoint, out, precision=precision, max_length=512)
+    return out
+
+
+def transformers_pipeline(task: str, bundle_dir: Path, threads: int):
+    """The same architecture and configuration as `bundle_dir`'s, in a transformers pipeline (torch, fp32)."""
+    import torch
+    import transformers
+
+    from engine.build.squeeze import squeezebert_config
+
+    torch.set_num_threads(threads)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    cfg = manifest["config"]
+    labels = max(len(manifest["labels"]), 2)
+    config = transformers.BertConfig(**{k: cfg[k] for k in minilm_like_config()}, num_labels=labels)
+    if manifest["architecture"] == "squeezebert":
+        config = squeezebert_config(config, cfg.get("q_groups", 4))
+    head = {"sentiment": "ForSequenceClassification", "entities": "ForTokenClassification", "qa": "ForQuestionAnswering"}[task]
+    model = getattr(transformers, ("Bert" if manifest["architecture"] == "bert" else "SqueezeBert") + head)(config).eval()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(bundle_dir / "tokenizer.json"), cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
+        unk_token="[UNK]", mask_token="[MASK]", model_max_length=512,
+    )
+    name = {"sentiment": "text-classification", "entities": "token-classification", "qa": "question-answering"}[task]
+    return transformers.pipeline(name, model=model, tokenizer=tokenizer, device=-1)
+
+
