@@ -42,11 +42,12 @@ RECIPES: dict[str, list[str]] = {
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
 
 
-def train_args(name: str) -> list[str]:
+def train_args(name: str, student_init: str | None = None) -> list[str]:
     args = RECIPES[name] + ["--out", str(RUNS / name), "--save-every", "200"]
     if name.startswith("squeezebert-"):
         task = name.split("-", 1)[1]
-        args += ["--teacher", str(RUNS / f"bert-{task}" / "best"), "--student-init", str(RUNS / "squeeze-general" / "best")]
+        args += ["--teacher", str(RUNS / f"bert-{task}" / "best"),
+                 "--student-init", student_init or str(RUNS / "squeeze-general" / "best")]
     return args
 
 
@@ -71,14 +72,16 @@ def validation_scores(bundle: Path, task: str, data_dir: Path) -> dict:
         Path(f.name).unlink()
 
 
-def export(name: str, data_dir: Path) -> dict:
+def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
     from engine.build.export import build_bundle
 
     task = name.split("-", 1)[1]
     run = RUNS / name
     best = run / "best"
     done = json.loads((run / "done").read_text()) if (run / "done").exists() else {}
-    recipe = "python -m engine.build.recipes " + name + "   # = python -m engine.build.train " + shlex.join(train_args(name))
+    command = [name] + (["--student-init", student_init] if student_init else [])
+    recipe = ("python -m engine.build.recipes " + shlex.join(command) + "   # = python -m engine.build.train "
+              + shlex.join(train_args(name, student_init)))
     out = ROOT / "assets" / "models" / name
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32"
@@ -123,6 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--max-minutes", type=float, default=0, help="stop (checkpointed) after this long; run again to resume")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--student-init", help="SqueezeBERT checkpoint to start the student from (default: runs/squeeze-general/best)")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     args = p.parse_args(argv)
     from engine.build.train import parse_args, run
@@ -130,13 +134,13 @@ def main(argv=None) -> int:
     if not args.export_only and not (RUNS / args.name / "done").exists():
         extra = ["--data", args.data] + (["--max-minutes", str(args.max_minutes)] if args.max_minutes else [])
         extra += ["--threads", str(args.threads)] if args.threads else []
-        run(parse_args(train_args(args.name) + extra))
+        run(parse_args(train_args(args.name, args.student_init) + extra))
         if not (RUNS / args.name / "done").exists():
             return 0  # stopped for --max-minutes; resumes next time
     if args.name == "squeeze-general":
         return 0  # an intermediate encoder, not a bundle
     started = time.time()
-    manifest = export(args.name, Path(args.data))
+    manifest = export(args.name, Path(args.data), args.student_init)
     print(json.dumps({"bundle": args.name, "scores": manifest["scores"], "parity": manifest["parity"],
                       "export_minutes": round((time.time() - started) / 60, 1)}))
     return 0

@@ -1,0 +1,49 @@
+"""A checkpoint recovered from a bundle is the model that was exported (exactly for fp32, to int8 rounding else)."""
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import TASK_HEADS, make_checkpoint
+from engine.build.export import build_bundle, sample_batch, torch_logits
+from engine.build.recover import recover_checkpoint
+
+
+def distinct_weights(folder):
+    """Fresh random values in every tensor: the ONNX exporter would store an untrained model's equal biases once."""
+    model = load(folder)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(folder)
+    return folder
+
+
+def load(folder):
+    config = transformers.AutoConfig.from_pretrained(folder)
+    return getattr(transformers, config.architectures[0]).from_pretrained(folder).eval()
+
+
+@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
+@pytest.mark.parametrize("task", list(TASK_HEADS))
+def test_fp32_bundle_recovers_the_exact_model(tmp_path, tiny_tokenizer_dir, architecture, task):
+    original = distinct_weights(make_checkpoint(tmp_path / "ckpt", architecture, task, tiny_tokenizer_dir, seed=3))
+    build_bundle(original, tmp_path / "bundle", precision="fp32")
+    recovered = load(recover_checkpoint(tmp_path / "bundle", tmp_path / "recovered"))
+    original = load(original)
+    assert type(recovered) is type(original)
+    assert recovered.config.id2label == original.config.id2label
+    ids, mask, types = sample_batch(original.config.vocab_size, seed=5)
+    for want, got in zip(torch_logits(original, ids, mask, types), torch_logits(recovered, ids, mask, types)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_int8_bundle_recovers_weights_within_one_quantisation_step(tmp_path, tiny_tokenizer_dir):
+    original = distinct_weights(make_checkpoint(tmp_path / "ckpt", "squeezebert", "qa", tiny_tokenizer_dir, seed=4))
+    build_bundle(original, tmp_path / "bundle", precision="int8")
+    recovered = load(recover_checkpoint(tmp_path / "bundle", tmp_path / "recovered")).state_dict()
+    for name, want in load(original).state_dict().items():
+        if ".pooler." in name or name.endswith("position_ids"):
+            continue
+        step = float(want.abs().max()) * 2 / 255  # per-tensor symmetric int8
+        assert torch.max(torch.abs(recovered[name] - want)) <= step + 1e-6, name
