@@ -1,7 +1,7 @@
 """The main window: header (model toggle, latency readout, chart), the four tabs, and the status bar."""
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFrame,
@@ -111,8 +111,9 @@ class MainWindow(QMainWindow):
         worker.model_loaded.connect(self._model_loaded)
         worker.model_failed.connect(self._model_failed)
         self.preload.connect(worker.preload)
-        self.batch.run_requested.connect(worker.start_batch)
-        self.batch.cancel_requested.connect(worker.cancel_batch)
+        # thread-safe calls made in the UI thread (a queued call would wait behind the batch it should cancel)
+        self.batch.run_requested.connect(worker.start_batch, Qt.DirectConnection)
+        self.batch.cancel_requested.connect(worker.cancel_batch, Qt.DirectConnection)
         worker.batch_progress.connect(self.batch.on_progress)
         worker.batch_finished.connect(self.batch.on_finished)
         worker.batch_failed.connect(self.batch.on_failed)
@@ -154,10 +155,12 @@ class MainWindow(QMainWindow):
             return False
         return request.tab == "compare" or request.model == self.model
 
+    @Slot(object)
     def _started(self, request: Request) -> None:
         if self._is_current(request) and request.tab != "compare":
             self.task_tabs[request.tab].show_busy(MODEL_LABELS[request.model])
 
+    @Slot(object, object)
     def _finished(self, request: Request, result) -> None:
         if not self._is_current(request):
             return
@@ -178,6 +181,7 @@ class MainWindow(QMainWindow):
                 f"{MODEL_LABELS[request.model]} {request.task}: {result.timing.total_ms:.1f} ms", 4000
             )
 
+    @Slot(object, str)
     def _failed(self, request: Request, message: str) -> None:
         if not self._is_current(request):
             return
@@ -217,10 +221,12 @@ class MainWindow(QMainWindow):
             self.readout.show_stats(self.model)
 
     # ---- model loading
+    @Slot(str, str)
     def _model_loading(self, task: str, model: str) -> None:
         n = len(self.loaded) + 1
         self.statusBar().showMessage(f"Loading {MODEL_LABELS[model]} {task} ({n}/{len(TASKS) * len(MODEL_NAMES)})…")
 
+    @Slot(str, str, object)
     def _model_loaded(self, task: str, model: str, summary) -> None:
         self.loaded[(task, model)] = summary
         self.load_errors.pop((task, model), None)
@@ -229,6 +235,7 @@ class MainWindow(QMainWindow):
         if len(self.loaded) == len(TASKS) * len(MODEL_NAMES):
             self.statusBar().showMessage("All models loaded.", 5000)
 
+    @Slot(str, str, str)
     def _model_failed(self, task: str, model: str, message: str) -> None:
         self.load_errors[(task, model)] = message
         self._update_models_label()

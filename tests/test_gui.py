@@ -208,7 +208,7 @@ def test_closing_during_inference_exits_quickly(qtbot, app_models):
     started = time.perf_counter()
     w.close()
     assert not w.engine.thread.isRunning()
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 5.0  # a thread ignoring cancellation would hold close() for 11.5 s
 
 
 def test_event_loop_keeps_ticking_during_inference(app_models):
@@ -226,8 +226,9 @@ def test_event_loop_keeps_ticking_during_inference(app_models):
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["ticks"] > 20
-    # 99% of ticks within 50 ms; a single outlier (the OS scheduling another process) may not freeze the UI either
-    assert report["p99_gap_ms"] < 50 and report["max_gap_ms"] < 250, report
+    # Inference on the UI thread would stall the timer for whole requests (seconds here). The bounds are loose
+    # because a loaded machine also delays ticks; `python scripts/stall_probe.py` reports the real gaps.
+    assert report["p99_gap_ms"] < 250 and report["max_gap_ms"] < 1000, report
 
 
 def test_screenshot_command_renders_every_tab(tmp_path, app_models):

@@ -5,7 +5,7 @@ import csv
 import json
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -178,6 +178,7 @@ class BatchTab(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
+    @Slot(int, int, int)
     def on_progress(self, job_id: int, done: int, failed: int) -> None:
         if self.job is None or job_id != self.job.id:
             return
@@ -185,6 +186,7 @@ class BatchTab(QWidget):
             self.progress.setValue(min(done, self.total))
         self.status.setText(f"{done} rows done" + (f" of {self.total}" if self.total else "") + (f", {failed} failed" if failed else ""))
 
+    @Slot(int, object)
     def on_finished(self, job_id: int, summary) -> None:
         if self.job is None or job_id != self.job.id:
             return
@@ -198,6 +200,7 @@ class BatchTab(QWidget):
         self.status.setStyleSheet("color: #c62828; font-weight: 600;")
         self.status.setText(message)
 
+    @Slot(int, str)
     def on_failed(self, job_id: int, message: str) -> None:
         if self.job is not None and job_id == self.job.id:
             self.show_error(message)
