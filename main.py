@@ -88,6 +88,13 @@ def cmd_screenshot(args) -> int:
     return 0
 
 
+def cmd_startup(args) -> int:
+    from gui.app import startup_probe
+
+    emit(startup_probe())
+    return 0
+
+
 def cmd_batch(args) -> int:
     import time
 
@@ -210,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last line of stdout: the results as JSON")
     p.add_argument("--chart", help="also draw latency against sequence length into this PNG")
     p.set_defaults(run=cmd_benchmark)
+
+    p = sub.add_parser("startup", help="open the window and time it: first paint, first result, all models loaded, memory")
+    p.set_defaults(run=cmd_startup)
 
     p = sub.add_parser("screenshot", help="render the window with a tab's first sample analysed")
     p.add_argument("--tab", choices=TASKS + ("compare",), required=True)

@@ -1,10 +1,11 @@
-"""Application start-up and the offscreen screenshot renderer."""
+"""Application start-up, the start-up probe and the offscreen screenshot renderer."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
-from PySide6.QtCore import QEventLoop, Qt, QTimer
+from PySide6.QtCore import QEvent, QEventLoop, QObject, Qt, QTimer
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -45,6 +46,51 @@ def run_app() -> int:
     window = MainWindow()
     window.show()
     return app.exec()
+
+
+class FirstPaint(QObject):
+    """Event filter noting when its widget is first painted."""
+
+    def __init__(self):
+        super().__init__()
+        self.at: float | None = None
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Paint and self.at is None:
+            self.at = time.time()
+        return False
+
+
+def startup_probe() -> dict:
+    """Seconds from process start to the window's first paint and to the first sentiment result (sent as soon as
+    the window shows), to all six models loaded, and resident memory then."""
+    import psutil
+
+    from gui.main_window import MainWindow
+
+    started = psutil.Process().create_time()
+    app = make_app()
+    window = MainWindow()
+    painted = FirstPaint()
+    window.installEventFilter(painted)
+    window.show()
+    wait_until(lambda: painted.at is not None, 10000)
+    window.sentiment.set_text("A wonderful, moving film.")
+    window.sentiment.request_now()
+    wait_until(lambda: window.sentiment.last_result is not None, 30000)
+    first_result = time.time()
+    wait_until(lambda: len(window.loaded) + len(window.load_errors) == 6, 120000)
+    loaded = time.time()
+    report = {
+        "window_visible_s": round(painted.at - started, 2) if painted.at else None,
+        "first_sentiment_result_s": round(first_result - started, 2) if window.sentiment.last_result else None,
+        "all_models_loaded_s": round(loaded - started, 2),
+        "models_loaded": window.models_label.text(),
+        "rss_mb": round(psutil.Process().memory_info().rss / 1e6, 1),
+    }
+    window.close()
+    app.processEvents()
+    return report
 
 
 def wait_until(predicate, timeout_ms: int = 30000) -> bool:

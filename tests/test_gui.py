@@ -288,3 +288,22 @@ def test_readout_never_shows_the_other_models_time(qtbot, window):
     shown = window.readout.total.text()
     squeeze_ms = f"{tab.results['squeezebert'].timing.total_ms:.1f} ms"
     assert window.toggle.model == "squeezebert" and shown == squeeze_ms
+
+
+def test_startup_command_reports_window_first_result_and_memory(app_models):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, "SQUEEZEBERT_MODELS_DIR": str(app_models), "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "startup"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["models_loaded"] == "Models loaded: 6/6"
+    assert 0 < report["window_visible_s"] <= report["first_sentiment_result_s"]
+    assert report["all_models_loaded_s"] >= report["window_visible_s"]
+    assert report["rss_mb"] > 50
