@@ -41,7 +41,7 @@ def render(models_dir: Path) -> str:
         "Validation scores are on this project's validation splits (SST-2 validation, CoNLL-2003 valid, SQuAD v1.1",
         "train with its last 44 articles held out); the standard test sets are scored separately with `evaluate`.",
         "",
-        "| bundle | task | validation int8 | validation fp32 | model.onnx | parameters | training (min, 1 CPU thread) | recipe |",
+        "| bundle | task | validation int8 | validation fp32 | model.onnx | parameters | training (min) | recipe |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows(models_dir):
