@@ -55,15 +55,16 @@ def save_chart(report: dict, path: str, width: int = 900, height: int = 520) -> 
     for (model, precision, runtime), points in sorted(series.items()):
         pen = QPen(QColor(MODEL_COLORS[model]), 2.5, STYLES[(precision, runtime)])
         p.setPen(pen)
-        path = QPainterPath()
+        curve = QPainterPath()
         for i, (seq, ms) in enumerate(sorted(points)):
             pt = QPointF(x_of(seq), plot.bottom() - plot.height() * ms / top)
-            path.moveTo(pt) if i == 0 else path.lineTo(pt)
+            curve.moveTo(pt) if i == 0 else curve.lineTo(pt)
             p.drawEllipse(pt, 3, 3)
-        p.drawPath(path)
+        p.drawPath(curve)
         p.drawLine(QPointF(plot.right() + 20, legend_y + 8), QPointF(plot.right() + 60, legend_y + 8))
         p.setPen(QColor("#222"))
         p.drawText(QPointF(plot.right() + 68, legend_y + 12), f"{MODEL_LABELS[model]} {precision} ({runtime})")
         legend_y += 24
     p.end()
-    image.save(path)
+    if not image.save(str(path)):
+        raise OSError(f"cannot write the chart to {path}")

@@ -73,3 +73,23 @@ def test_self_test_fails_clearly_without_models(tmp_path):
     assert done.returncode == 1
     report = last_json(done)
     assert report["ok"] is False and "not found" in report["models"]["bert-qa"]["detail"]
+
+
+def test_benchmark_json_rows_and_chart(models_dir, tmp_path):
+    chart = tmp_path / "latency.png"
+    done = run("benchmark", "--seq-len", "16,24", "--runs", "2", "--json", "--chart", str(chart), models=models_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = last_json(done)
+    assert report["seq_len"] == [16, 24] and report["batch"] == 1 and report["threads"] >= 1
+    rows = {(r["model"], r["precision"], r["runtime"], r["seq_len"]) for r in report["results"]}
+    for seq in (16, 24):
+        for model in ("squeezebert", "bert"):
+            assert {(model, "int8", "onnxruntime", seq), (model, "fp32", "onnxruntime", seq),
+                    (model, "fp32", "transformers", seq)} <= rows
+    assert all(0 < r["p50_ms"] <= r["p95_ms"] and r["macs"] > 0 for r in report["results"])
+    squeeze, bert = (next(r for r in report["results"] if r["model"] == m and r["seq_len"] == 16) for m in ("squeezebert", "bert"))
+    assert squeeze["macs"] < bert["macs"]  # grouped Q, K, V and FFN
+    from PySide6.QtGui import QImage
+
+    image = QImage(str(chart))
+    assert image.width() > 400 and len({image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}) > 5
