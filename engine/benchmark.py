@@ -1,7 +1,8 @@
 """Latency of SqueezeBERT against BERT, int8 and fp32 in ONNX Runtime and fp32 in a transformers pipeline.
 
 Every contender gets the same input text, tokenised to exactly `seq_len` tokens, batch 1, threads = physical cores,
-after warm-up; contenders are interleaved run by run so that machine noise falls on all of them alike. Rows that
+after warm-up; contenders are interleaved run by run so that machine noise falls on all of them alike, and each
+timed call follows an untimed call of the same contender so that none pays for the threads of the one before. Rows that
 need torch (fp32 exports, the transformers reference) are skipped with a note when it is not installed.
 """
 from __future__ import annotations
@@ -151,6 +152,9 @@ def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, pr
                 c.call()
         for _ in range(runs):
             for c in contenders:  # interleaved
+                # one untimed call first: the previous contender's threads (torch's OpenMP pool spins on after a
+                # call) must not take the cores from this one, and idling instead lets this VM park its vCPUs
+                c.call()
                 t = time.perf_counter()
                 result = c.call()
                 timings[id(c)].append((time.perf_counter() - t) * 1000)

@@ -28,6 +28,9 @@ class OnnxSession:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Pool threads otherwise spin for a while after each run, taking both cores from whatever runs next: the
+        # UI thread, tokenisation, or another model's session (interleaved runs were twice as slow).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for bad graphs

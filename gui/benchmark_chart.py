@@ -12,7 +12,7 @@ from gui.style import MODEL_COLORS, MODEL_LABELS
 STYLES = {("int8", "onnxruntime"): Qt.SolidLine, ("fp32", "onnxruntime"): Qt.DashLine, ("fp32", "transformers"): Qt.DotLine}
 
 
-def save_chart(report: dict, path: str, width: int = 900, height: int = 520) -> None:
+def save_chart(report: dict, path: str, width: int = 980, height: int = 520) -> None:
     if QApplication.instance() is None:  # fonts need a Qt application; a headless run has no display
         if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -21,7 +21,7 @@ def save_chart(report: dict, path: str, width: int = 900, height: int = 520) -> 
     image.fill(QColor("white"))
     p = QPainter(image)
     p.setRenderHint(QPainter.Antialiasing)
-    plot = QRectF(70, 50, width - 330, height - 110)
+    plot = QRectF(70, 50, width - 390, height - 110)  # the right 320 px hold the legend
     series: dict[tuple, list] = {}
     for r in report["results"]:
         series.setdefault((r["model"], r["precision"], r["runtime"]), []).append((r["seq_len"], r["p50_ms"]))
