@@ -100,12 +100,18 @@ def test_qa_tab_answer_is_highlighted_in_the_context(qtbot, window):
         assert "Gustave Eiffel" in result.answer
 
 
-def test_compare_tab_runs_both_models_and_reports_speedup(qtbot, window):
+def run_compare(qtbot, window):
+    """The Compare tab's first sample through both models; returns the tab once both results are in."""
     tab = window.compare
     window.tabs.setCurrentWidget(tab)
     tab.load_sample(0)
     tab.request_now()
     qtbot.waitUntil(lambda: len(tab.results) == 2, timeout=30000)
+    return tab
+
+
+def test_compare_tab_runs_both_models_and_reports_speedup(qtbot, window):
+    tab = run_compare(qtbot, window)
     assert {r.model.architecture for r in tab.results.values()} == {"squeezebert", "bert"}
     assert "x " in tab.speedup.text() and "ms vs" in tab.speedup.text()
 
@@ -280,11 +286,7 @@ def test_open_file_and_copy_json(qtbot, window, tmp_path):
 
 
 def test_readout_never_shows_the_other_models_time(qtbot, window):
-    tab = window.compare
-    window.tabs.setCurrentWidget(tab)
-    tab.load_sample(0)
-    tab.request_now()
-    qtbot.waitUntil(lambda: len(tab.results) == 2, timeout=30000)
+    tab = run_compare(qtbot, window)
     shown = window.readout.total.text()
     squeeze_ms = f"{tab.results['squeezebert'].timing.total_ms:.1f} ms"
     assert window.toggle.model == "squeezebert" and shown == squeeze_ms
