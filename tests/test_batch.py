@@ -63,7 +63,9 @@ def test_interrupted_cli_batch_leaves_a_valid_partial_file(tmp_path, models_dir)
         out = tmp_path / f"partial{suffix}"
         env = {**os.environ, "SQUEEZEBERT_MODELS_DIR": str(models_dir)}
         proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "batch", "--task", "sentiment", "--input", str(big),
-                                 "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                 "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                # a runner started in the background (`cmd &`) ignores SIGINT, and children inherit that
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 300  # generous: a loaded CI machine starts Python slowly
         while time.time() < deadline and proc.poll() is None and (not out.exists() or out.stat().st_size < 5000):
             time.sleep(0.1)
