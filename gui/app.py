@@ -1,6 +1,7 @@
 """Application start-up, the start-up probe and the offscreen screenshot renderer."""
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,32 @@ def dark_palette() -> QPalette:
     return p
 
 
+class MainThreadGarbageCollector(QObject):
+    """Python's cyclic garbage collector runs in whichever thread happens to allocate, the engine thread included.
+    A Qt object collected there cannot unregister its timers from the UI thread, which then fires them at freed
+    memory (a segfault at the next tick). So automatic collection is off while the app runs, and this timer in the
+    UI thread collects each generation once its count passes the usual threshold."""
+
+    def __init__(self, parent: QObject, interval_ms: int = 500):
+        super().__init__(parent)
+        self.thresholds = gc.get_threshold()
+        gc.disable()
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.collect)
+        self.timer.start(interval_ms)
+
+    def collect(self) -> None:
+        counts = gc.get_count()
+        for generation in (2, 1, 0):
+            if counts[generation] > self.thresholds[generation]:
+                gc.collect(generation)
+                return
+
+    def stop(self) -> None:
+        self.timer.stop()
+        gc.enable()
+
+
 def make_app(argv=None, theme: str = "system") -> QApplication:
     """The application with Fusion style; `theme` is "light", "dark", or "system" (follow the desktop)."""
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])
@@ -36,6 +63,8 @@ def make_app(argv=None, theme: str = "system") -> QApplication:
     if theme == "dark" or (theme == "system" and app.styleHints().colorScheme() == Qt.ColorScheme.Dark):
         app.setPalette(dark_palette())
     app.setStyleSheet(STYLE_SHEET)
+    if app.findChild(MainThreadGarbageCollector) is None:
+        MainThreadGarbageCollector(app)
     return app
 
 

@@ -91,3 +91,15 @@ def models_dir(tmp_path, tiny_bundles, monkeypatch) -> Path:
         shutil.copytree(path, folder / f"{architecture}-{task}")
     monkeypatch.setattr(engine.bundle, "models_dir", lambda: folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def collect_qt_garbage_in_main_thread():
+    """After each test, collect cyclic garbage here, in the main thread, as the app's MainThreadGarbageCollector
+    does: left to chance, a later test's background thread (tqdm's monitor, an engine thread) may collect a
+    window and leave its timers dangling."""
+    yield
+    if "PySide6.QtWidgets" in sys.modules and sys.modules["PySide6.QtWidgets"].QApplication.instance() is not None:
+        import gc
+
+        gc.collect()

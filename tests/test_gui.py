@@ -309,3 +309,30 @@ def test_startup_command_reports_window_first_result_and_memory(app_models):
     assert 0 < report["window_visible_s"] <= report["first_sentiment_result_s"]
     assert report["all_models_loaded_s"] >= report["window_visible_s"]
     assert report["rss_mb"] > 50
+
+
+def test_garbage_is_collected_on_the_ui_thread_only(qtbot):
+    import gc
+    import weakref
+
+    from gui.app import MainThreadGarbageCollector
+    from PySide6.QtCore import QObject
+
+    collector = MainThreadGarbageCollector(None, interval_ms=10)
+    try:
+        assert not gc.isenabled()  # no collection from whatever thread allocates next
+
+        class Node:
+            pass
+
+        for _ in range(5):  # cycles that only the collector can free
+            a, b = Node(), Node()
+            a.other, b.other, a.qt = b, a, QObject()
+        probe = weakref.ref(a)
+        del a, b
+        live = [Node() for _ in range(3 * gc.get_threshold()[0])]  # past generation 0's threshold
+        qtbot.waitUntil(lambda: probe() is None, timeout=5000)
+        del live
+    finally:
+        collector.stop()
+    assert gc.isenabled()
