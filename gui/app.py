@@ -108,7 +108,7 @@ def startup_probe() -> dict:
     window.sentiment.request_now()
     wait_until(lambda: window.sentiment.last_result is not None, 30000)
     first_result = time.time()
-    wait_until(lambda: len(window.loaded) + len(window.load_errors) == 6, 120000)
+    wait_until(window.models_settled, 120000)
     loaded = time.time()
     report = {
         "window_visible_s": round(painted.at - started, 2) if painted.at else None,

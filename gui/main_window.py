@@ -24,6 +24,8 @@ from gui.tabs.qa import QATab
 from gui.tabs.sentiment import SentimentTab
 from gui.worker import EngineThread, Request
 
+MODEL_COUNT = len(TASKS) * len(MODEL_NAMES)  # one bundle per (task, model)
+
 
 class ModelToggle(QWidget):
     """SqueezeBERT | BERT, a two-segment exclusive switch."""
@@ -221,10 +223,14 @@ class MainWindow(QMainWindow):
             self.readout.show_stats(self.model)
 
     # ---- model loading
+    def models_settled(self) -> bool:
+        """Every bundle has either loaded or failed."""
+        return len(self.loaded) + len(self.load_errors) == MODEL_COUNT
+
     @Slot(str, str)
     def _model_loading(self, task: str, model: str) -> None:
         n = len(self.loaded) + 1
-        self.statusBar().showMessage(f"Loading {MODEL_LABELS[model]} {task} ({n}/{len(TASKS) * len(MODEL_NAMES)})…")
+        self.statusBar().showMessage(f"Loading {MODEL_LABELS[model]} {task} ({n}/{MODEL_COUNT})…")
 
     @Slot(str, str, object)
     def _model_loaded(self, task: str, model: str, summary) -> None:
@@ -232,7 +238,7 @@ class MainWindow(QMainWindow):
         self.load_errors.pop((task, model), None)
         self._update_models_label()
         self._refresh_header()
-        if len(self.loaded) == len(TASKS) * len(MODEL_NAMES):
+        if len(self.loaded) == MODEL_COUNT:
             self.statusBar().showMessage("All models loaded.", 5000)
 
     @Slot(str, str, str)
@@ -242,7 +248,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"{MODEL_LABELS[model]} {task} unavailable: {message}", 15000)
 
     def _update_models_label(self) -> None:
-        total = len(TASKS) * len(MODEL_NAMES)
+        total = MODEL_COUNT
         failed = f" · {len(self.load_errors)} unavailable" if self.load_errors else ""
         self.models_label.setText(f"Models loaded: {len(self.loaded)}/{total}{failed}")
 

@@ -19,7 +19,7 @@ import torch
 import transformers
 from onnx import numpy_helper
 
-from engine.build.squeeze import PAPER_GROUPS
+from engine.build.squeeze import PAPER_GROUPS, squeezebert_config
 
 
 def onnx_weights(model_path: Path) -> dict[str, np.ndarray]:
@@ -47,8 +47,6 @@ def model_config(manifest: dict, w: dict[str, np.ndarray]):
     )
     if manifest["architecture"] == "bert":
         return bert
-    from engine.build.squeeze import squeezebert_config
-
     config = squeezebert_config(bert, groups=c["q_groups"])
     for key in PAPER_GROUPS:
         setattr(config, key, c[key])
