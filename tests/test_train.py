@@ -5,7 +5,7 @@ import pytest
 import torch
 import transformers
 
-from engine.build.train import DATA, parse_args, run
+from engine.build.train import DATA, build_models, parse_args, run
 
 pytestmark = pytest.mark.skipif(not (DATA / "sst2" / "train.tsv").is_file(), reason="../shared/data is not present")
 
@@ -53,3 +53,13 @@ def test_general_then_task_distillation_produce_a_squeezebert(tmp_path, tiny_bas
     config = json.loads((student / "best" / "config.json").read_text())
     assert config["model_type"] == "squeezebert" and config["architectures"] == ["SqueezeBertForSequenceClassification"]
     assert config["post_attention_groups"] == 1 and config["intermediate_groups"] == 4
+
+    # a second stage from that student keeps its trained classifier, not a fresh cut of the teacher's
+    second = parse_args(["--mode", "distill-task", "--task", "sentiment", "--base", str(tiny_base), "--out",
+                         str(tmp_path / "second"), "--teacher", str(teacher / "best"), "--student-init",
+                         str(student / "best")] + SMALL)
+    continued, _ = build_models(second, None)
+    trained = transformers.SqueezeBertForSequenceClassification.from_pretrained(student / "best")
+    cut = transformers.BertForSequenceClassification.from_pretrained(teacher / "best")
+    assert torch.equal(continued.classifier.weight, trained.classifier.weight)
+    assert not torch.equal(continued.classifier.weight, cut.classifier.weight)

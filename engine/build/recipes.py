@@ -3,6 +3,7 @@
   python -m engine.build.recipes bert-sentiment          # train or resume, then build assets/models/bert-sentiment
   python -m engine.build.recipes squeezebert-entities --max-minutes 60
   python -m engine.build.recipes bert-qa --export-only   # rebuild the bundle from the finished run
+  python -m engine.build.recipes bert-qa-2               # a second stage: continues runs/bert-qa/best, builds bert-qa
 
 SqueezeBERT recipes need `squeeze-general` (task-agnostic distillation of the grouped encoder) and the BERT
 teacher of their task to be finished first. Runs live in runs/<name>/ (git-ignored).
@@ -38,16 +39,39 @@ RECIPES: dict[str, list[str]] = {
     "squeezebert-qa": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "2e-4",
                        "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "20000",
                        "--max-val", "800", "--eval-every", "400"],
+    # Second QA stages: 20,000 questions left both models short, so they go on from their first stage's best on a
+    # new sample of questions (another seed) at a lower rate.
+    "bert-qa-2": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "5e-5", "--batch-size", "16",
+                  "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
+                  "--eval-every", "400", "--seed", "14"],
 }
+# a later stage -> the run whose best model it continues; its bundle replaces that run's
+CONTINUES = {"bert-qa-2": "bert-qa"}
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
+
+
+def bundle_of(name: str) -> str:
+    return CONTINUES.get(name, name)
+
+
+def stages(name: str) -> list[str]:
+    """The runs that make a model, first to last: ["bert-qa", "bert-qa-2"] for "bert-qa-2"."""
+    return stages(CONTINUES[name]) + [name] if name in CONTINUES else [name]
+
+
+def final_stage(bundle: str) -> str:
+    return [name for name in RECIPES if bundle_of(name) == bundle][-1]
 
 
 def train_args(name: str, student_init: str | None = None) -> list[str]:
     args = RECIPES[name] + ["--out", str(RUNS / name), "--save-every", "200"]
+    previous = str(RUNS / CONTINUES[name] / "best") if name in CONTINUES else None
+    if name.startswith("bert-") and previous:
+        args += ["--base", previous]
     if name.startswith("squeezebert-"):
-        task = name.split("-", 1)[1]
-        args += ["--teacher", str(RUNS / f"bert-{task}" / "best"),
-                 "--student-init", student_init or str(RUNS / "squeeze-general" / "best")]
+        task = bundle_of(name).split("-", 1)[1]
+        args += ["--teacher", str(RUNS / final_stage(f"bert-{task}") / "best"),
+                 "--student-init", student_init or previous or str(RUNS / "squeeze-general" / "best")]
     return args
 
 
@@ -75,28 +99,33 @@ def validation_scores(bundle: Path, task: str, data_dir: Path) -> dict:
 def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
     from engine.build.export import build_bundle
 
-    task = name.split("-", 1)[1]
-    run = RUNS / name
-    best = run / "best"
-    done = json.loads((run / "done").read_text()) if (run / "done").exists() else {}
-    command = [name] + (["--student-init", student_init] if student_init else [])
-    recipe = ("python -m engine.build.recipes " + shlex.join(command) + "   # = python -m engine.build.train "
-              + shlex.join(train_args(name, student_init)))
-    out = ROOT / "assets" / "models" / name
+    task = bundle_of(name).split("-", 1)[1]
+    best = RUNS / name / "best"
+    finished = [RUNS / stage / "done" for stage in stages(name)]
+    minutes = [json.loads(done.read_text())["minutes"] for done in finished if done.exists()]
+    steps = [json.loads(done.read_text())["steps"] for done in finished if done.exists()]
+    commands = []
+    for stage in stages(name):
+        init = student_init if stage == name else None
+        command = [stage] + (["--student-init", init] if init else [])
+        commands.append("python -m engine.build.recipes " + shlex.join(command)
+                        + "   # = python -m engine.build.train " + shlex.join(train_args(stage, init)))
+    recipe = " && ".join(commands)
+    out = ROOT / "assets" / "models" / bundle_of(name)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32"
         build_bundle(best, fp32, precision="fp32", max_length=EXPORT_MAX_LENGTH[task])
         fp32_scores = validation_scores(fp32, task, data_dir)
     manifest = build_bundle(best, out, precision="int8", max_length=EXPORT_MAX_LENGTH[task], recipe=recipe,
-                            source=source_note(name))
+                            source=source_note(bundle_of(name)))
     int8_scores = validation_scores(out, task, data_dir)
     scores = {
         "validation_int8": int8_scores,
         "validation_fp32": fp32_scores,
         "validation_split": {"sentiment": "SST-2 validation.tsv", "entities": "CoNLL-2003 valid.txt",
                              "qa": "SQuAD v1.1 train, last 44 articles held out"}[task],
-        "training_minutes": done.get("minutes"),
-        "training_steps": done.get("steps"),
+        "training_minutes": round(sum(minutes), 1) if minutes else None,
+        "training_steps": sum(steps) if steps else None,
     }
     # rewrite the manifest with the scores (the sha256 of model.onnx and tokenizer.json is unchanged)
     manifest["scores"] = scores
@@ -141,7 +170,7 @@ def main(argv=None) -> int:
         return 0  # an intermediate encoder, not a bundle
     started = time.time()
     manifest = export(args.name, Path(args.data), args.student_init)
-    print(json.dumps({"bundle": args.name, "scores": manifest["scores"], "parity": manifest["parity"],
+    print(json.dumps({"bundle": bundle_of(args.name), "scores": manifest["scores"], "parity": manifest["parity"],
                       "export_minutes": round((time.time() - started) / 60, 1)}))
     return 0
 

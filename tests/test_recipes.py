@@ -1,0 +1,23 @@
+"""Recipe stages: a second stage continues the first stage's best model and replaces its bundle."""
+from engine.build.recipes import RUNS, bundle_of, stages, train_args
+
+
+def value(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_second_stage_continues_the_first_and_builds_its_bundle():
+    assert stages("bert-qa-2") == ["bert-qa", "bert-qa-2"] and stages("bert-sentiment") == ["bert-sentiment"]
+    assert bundle_of("bert-qa-2") == "bert-qa"
+    args = train_args("bert-qa-2")
+    assert value(args, "--base") == str(RUNS / "bert-qa" / "best")
+    assert value(args, "--out") == str(RUNS / "bert-qa-2")
+    assert "--base" not in train_args("bert-qa")
+
+
+def test_students_learn_from_the_last_stage_of_their_teacher():
+    args = train_args("squeezebert-qa")
+    assert value(args, "--teacher") == str(RUNS / "bert-qa-2" / "best")
+    assert value(args, "--student-init") == str(RUNS / "squeeze-general" / "best")
+    assert value(train_args("squeezebert-sentiment"), "--teacher") == str(RUNS / "bert-sentiment" / "best")
+    assert value(train_args("squeezebert-qa", "runs/x"), "--student-init") == "runs/x"
