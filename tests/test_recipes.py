@@ -13,6 +13,9 @@ def test_second_stage_continues_the_first_and_builds_its_bundle():
     assert value(args, "--base") == str(RUNS / "bert-qa" / "best")
     assert value(args, "--out") == str(RUNS / "bert-qa-2")
     assert "--base" not in train_args("bert-qa")
+    student = train_args("squeezebert-qa-2")
+    assert value(student, "--student-init") == str(RUNS / "squeezebert-qa" / "best")
+    assert value(student, "--teacher") == str(RUNS / "bert-qa-2" / "best")
 
 
 def test_students_learn_from_the_last_stage_of_their_teacher():

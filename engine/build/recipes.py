@@ -44,9 +44,13 @@ RECIPES: dict[str, list[str]] = {
     "bert-qa-2": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "5e-5", "--batch-size", "16",
                   "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
                   "--eval-every", "400", "--seed", "14"],
+    "squeezebert-qa-2": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "1e-4",
+                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "12000",
+                         "--max-val", "800", "--eval-every", "400", "--seed", "14"],
 }
-# a later stage -> the run whose best model it continues; its bundle replaces that run's
-CONTINUES = {"bert-qa-2": "bert-qa"}
+# a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
+# may record the command that made it ("recipe"), which the bundle's manifest then quotes for that stage.
+CONTINUES = {"bert-qa-2": "bert-qa", "squeezebert-qa-2": "squeezebert-qa"}
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
 
 
@@ -101,14 +105,14 @@ def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
 
     task = bundle_of(name).split("-", 1)[1]
     best = RUNS / name / "best"
-    finished = [RUNS / stage / "done" for stage in stages(name)]
-    minutes = [json.loads(done.read_text())["minutes"] for done in finished if done.exists()]
-    steps = [json.loads(done.read_text())["steps"] for done in finished if done.exists()]
+    finished = [json.loads(done.read_text()) for done in (RUNS / s / "done" for s in stages(name)) if done.exists()]
     commands = []
     for stage in stages(name):
+        done = RUNS / stage / "done"
+        recorded = json.loads(done.read_text()).get("recipe") if stage != name and done.exists() else None
         init = student_init if stage == name else None
         command = [stage] + (["--student-init", init] if init else [])
-        commands.append("python -m engine.build.recipes " + shlex.join(command)
+        commands.append(recorded or "python -m engine.build.recipes " + shlex.join(command)
                         + "   # = python -m engine.build.train " + shlex.join(train_args(stage, init)))
     recipe = " && ".join(commands)
     out = ROOT / "assets" / "models" / bundle_of(name)
@@ -124,8 +128,8 @@ def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
         "validation_fp32": fp32_scores,
         "validation_split": {"sentiment": "SST-2 validation.tsv", "entities": "CoNLL-2003 valid.txt",
                              "qa": "SQuAD v1.1 train, last 44 articles held out"}[task],
-        "training_minutes": round(sum(minutes), 1) if minutes else None,
-        "training_steps": sum(steps) if steps else None,
+        "training_minutes": round(sum(f["minutes"] for f in finished), 1) if finished else None,
+        "training_steps": sum(f["steps"] for f in finished) if finished else None,
     }
     # rewrite the manifest with the scores (the sha256 of model.onnx and tokenizer.json is unchanged)
     manifest["scores"] = scores
