@@ -24,3 +24,11 @@ def test_students_learn_from_the_last_stage_of_their_teacher():
     assert value(args, "--student-init") == str(RUNS / "squeeze-general" / "best")
     assert value(train_args("squeezebert-sentiment"), "--teacher") == str(RUNS / "bert-sentiment" / "best")
     assert value(train_args("squeezebert-qa", "runs/x"), "--student-init") == "runs/x"
+
+
+def test_model_card_shows_every_stage_command():
+    from engine.build.model_card import short_recipe
+
+    recipe = ("python -m engine.build.recipes bert-qa   # = python -m engine.build.train --lr 1e-4"
+              " && python -m engine.build.recipes bert-qa-2   # = python -m engine.build.train --lr 5e-5")
+    assert short_recipe(recipe) == "python -m engine.build.recipes bert-qa && python -m engine.build.recipes bert-qa-2"

@@ -11,6 +11,11 @@ ROOT = Path(__file__).resolve().parents[2]
 METRIC = {"sentiment": ("accuracy", "accuracy"), "entities": ("f1", "entity F1"), "qa": ("f1", "F1")}
 
 
+def short_recipe(recipe: str) -> str:
+    """Each stage's recipes command without the train command it expands to."""
+    return " && ".join(stage.split("   #")[0] for stage in recipe.split(" && "))
+
+
 def rows(models_dir: Path) -> list[dict]:
     out = []
     for manifest_file in sorted(models_dir.glob("*/manifest.json")):
@@ -27,7 +32,7 @@ def rows(models_dir: Path) -> list[dict]:
             "int8": f"{int8:.2f}{extra}" if int8 is not None else "—", "fp32": f"{fp32:.2f}" if fp32 is not None else "—",
             "split": scores.get("validation_split", ""),
             "size": f"{m['files']['model.onnx']['bytes'] / 1e6:.1f} MB", "params": f"{m['parameters'] / 1e6:.1f} M",
-            "minutes": scores.get("training_minutes"), "recipe": m.get("recipe", "").split("   #")[0],
+            "minutes": scores.get("training_minutes"), "recipe": short_recipe(m.get("recipe", "")),
             "parity": m.get("parity", {}).get("int8", {}),
         })
     return out
