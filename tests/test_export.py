@@ -42,6 +42,23 @@ def test_int8_graph_uses_integer_matmuls_not_conv(tiny_bundles):
         assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
 
+def test_bert_weights_get_per_column_scales_squeezebert_group_weights_per_tensor(tiny_bundles):
+    import onnx
+    from onnx import numpy_helper
+
+    for architecture, per_column in (("bert", True), ("squeezebert", False)):
+        bundle = tiny_bundles[(architecture, "qa")]
+        graph = onnx.load(str(bundle / "model.onnx")).graph
+        values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        matmul_weights = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
+        assert matmul_weights
+        for name in matmul_weights:
+            scale = values[name.replace("_quantized", "_scale")]
+            assert (scale.size == values[name].shape[-1]) if per_column else (scale.size == 1), (architecture, name)
+        scheme = json.loads((bundle / "manifest.json").read_text())["onnx"]["onnxruntime_quantization"]
+        assert ("per-column" in scheme) == per_column
+
+
 def test_checkpoint_with_only_vocab_txt_gets_a_tokenizer(tmp_path, tiny_tokenizer_dir):
     ckpt = make_checkpoint(tmp_path / "ckpt", "squeezebert", "sentiment", tiny_tokenizer_dir)
     (ckpt / "tokenizer.json").unlink()

@@ -105,13 +105,14 @@ def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
 
     task = bundle_of(name).split("-", 1)[1]
     best = RUNS / name / "best"
-    finished = [json.loads(done.read_text()) for done in (RUNS / s / "done" for s in stages(name)) if done.exists()]
-    commands = []
+    commands, finished = [], []
     for stage in stages(name):
         done = RUNS / stage / "done"
-        recorded = json.loads(done.read_text()).get("recipe") if stage != name and done.exists() else None
+        record = json.loads(done.read_text()) if done.exists() else None
+        finished += [record] if record else []
         init = student_init if stage == name else None
         command = [stage] + (["--student-init", init] if init else [])
+        recorded = record.get("recipe") if record and stage != name else None
         commands.append(recorded or "python -m engine.build.recipes " + shlex.join(command)
                         + "   # = python -m engine.build.train " + shlex.join(train_args(stage, init)))
     recipe = " && ".join(commands)
