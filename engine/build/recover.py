@@ -23,7 +23,7 @@ from engine.build.squeeze import PAPER_GROUPS, squeezebert_config
 
 
 def onnx_weights(model_path: Path) -> dict[str, np.ndarray]:
-    """Initialisers by their export name, int8 ones dequantised (per-tensor scale and zero point)."""
+    """Initialisers by their export name, int8 ones dequantised (scale and zero point per tensor or per column)."""
     raw = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model_path)).graph.initializer}
     weights = {}
     for name, value in raw.items():
