@@ -8,19 +8,21 @@ def value(args: list[str], flag: str) -> str:
 
 def test_second_stage_continues_the_first_and_builds_its_bundle():
     assert stages("bert-qa-2") == ["bert-qa", "bert-qa-2"] and stages("bert-sentiment") == ["bert-sentiment"]
-    assert bundle_of("bert-qa-2") == "bert-qa"
+    assert bundle_of("bert-qa-2") == "bert-qa" and bundle_of("bert-qa-3") == "bert-qa"
+    assert stages("bert-qa-3") == ["bert-qa", "bert-qa-2", "bert-qa-3"]
+    assert value(train_args("bert-qa-3"), "--base") == str(RUNS / "bert-qa-2" / "best")
     args = train_args("bert-qa-2")
     assert value(args, "--base") == str(RUNS / "bert-qa" / "best")
     assert value(args, "--out") == str(RUNS / "bert-qa-2")
     assert "--base" not in train_args("bert-qa")
     student = train_args("squeezebert-qa-2")
     assert value(student, "--student-init") == str(RUNS / "squeezebert-qa" / "best")
-    assert value(student, "--teacher") == str(RUNS / "bert-qa-2" / "best")
+    assert value(student, "--teacher") == str(RUNS / "bert-qa-3" / "best")
 
 
 def test_students_learn_from_the_last_stage_of_their_teacher():
     args = train_args("squeezebert-qa")
-    assert value(args, "--teacher") == str(RUNS / "bert-qa-2" / "best")
+    assert value(args, "--teacher") == str(RUNS / "bert-qa-3" / "best")
     assert value(args, "--student-init") == str(RUNS / "squeeze-general" / "best")
     assert value(train_args("squeezebert-sentiment"), "--teacher") == str(RUNS / "bert-sentiment" / "best")
     assert value(train_args("squeezebert-qa", "runs/x"), "--student-init") == "runs/x"

@@ -44,18 +44,22 @@ RECIPES: dict[str, list[str]] = {
     "bert-qa-2": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "5e-5", "--batch-size", "16",
                   "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
                   "--eval-every", "400", "--seed", "14"],
+    # A third BERT stage: another sample (seed 21) at a lower rate again; the second stage was still rising.
+    "bert-qa-3": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "3e-5", "--batch-size", "16",
+                  "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
+                  "--eval-every", "400", "--seed", "21"],
     "squeezebert-qa-2": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "1e-4",
                          "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "8000",
                          "--max-val", "800", "--eval-every", "400", "--seed", "14"],
 }
 # a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
 # may record the command that made it ("recipe"), which the bundle's manifest then quotes for that stage.
-CONTINUES = {"bert-qa-2": "bert-qa", "squeezebert-qa-2": "squeezebert-qa"}
+CONTINUES = {"bert-qa-2": "bert-qa", "bert-qa-3": "bert-qa-2", "squeezebert-qa-2": "squeezebert-qa"}
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
 
 
 def bundle_of(name: str) -> str:
-    return CONTINUES.get(name, name)
+    return bundle_of(CONTINUES[name]) if name in CONTINUES else name
 
 
 def stages(name: str) -> list[str]:
