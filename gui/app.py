@@ -38,6 +38,7 @@ class MainThreadGarbageCollector(QObject):
     def __init__(self, parent: QObject, interval_ms: int = 500):
         super().__init__(parent)
         self.thresholds = gc.get_threshold()
+        self.was_enabled = gc.isenabled()
         gc.disable()
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.collect)
@@ -52,7 +53,8 @@ class MainThreadGarbageCollector(QObject):
 
     def stop(self) -> None:
         self.timer.stop()
-        gc.enable()
+        if self.was_enabled:
+            gc.enable()
 
 
 def make_app(argv=None, theme: str = "system") -> QApplication:
@@ -128,10 +130,14 @@ def wait_until(predicate, timeout_ms: int = 30000) -> bool:
     poll = QTimer()
     poll.timeout.connect(lambda: predicate() and loop.quit())
     poll.start(20)
-    QTimer.singleShot(timeout_ms, loop.quit)
+    deadline = QTimer()  # owned and stopped here: a singleShot would outlive `loop` and fire at it later
+    deadline.setSingleShot(True)
+    deadline.timeout.connect(loop.quit)
+    deadline.start(timeout_ms)
     if not predicate():
         loop.exec()
     poll.stop()
+    deadline.stop()
     return predicate()
 
 

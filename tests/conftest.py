@@ -1,6 +1,7 @@
 """Shared fixtures: a small WordPiece tokenizer and tiny random checkpoints/bundles built here, never downloaded."""
 from __future__ import annotations
 
+import gc
 import os
 import string
 import sys
@@ -93,13 +94,18 @@ def models_dir(tmp_path, tiny_bundles, monkeypatch) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def collect_qt_garbage_in_main_thread():
-    """After each test, collect cyclic garbage here, in the main thread, as the app's MainThreadGarbageCollector
-    does: left to chance, a later test's background thread (tqdm's monitor, an engine thread) may collect a
-    window and leave its timers dangling."""
+@pytest.fixture(scope="session", autouse=True)
+def no_automatic_garbage_collection():
+    """As in the app (gui.app.MainThreadGarbageCollector): automatic collection runs in whichever thread allocates,
+    and a window collected by a background thread (an engine thread, tqdm's monitor) leaves its timers registered
+    in the UI thread, which then fire at freed memory. So it is off for the session and `collect_in_main_thread`
+    collects after every test."""
+    gc.disable()
     yield
-    if "PySide6.QtWidgets" in sys.modules and sys.modules["PySide6.QtWidgets"].QApplication.instance() is not None:
-        import gc
+    gc.enable()
 
-        gc.collect()
+
+@pytest.fixture(autouse=True)
+def collect_in_main_thread(no_automatic_garbage_collection):
+    yield
+    gc.collect()

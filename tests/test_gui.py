@@ -5,6 +5,7 @@ import shutil
 import time
 
 import pytest
+from PySide6.QtCore import QObject, Slot
 
 from engine.bundle import MODELS, TASKS, models_dir as shipped_models_dir
 from gui.latency import LatencyHistory, percentile
@@ -198,10 +199,33 @@ def test_an_engine_exception_becomes_a_message(qtbot, window, monkeypatch):
     assert analyse(qtbot, window, tab) is not None  # the worker thread survived
 
 
+class SignalLog(QObject):
+    """Records worker signals in the UI thread. (qtbot.waitSignals would run its slot in the worker thread, which
+    then stops the blocker's UI-thread timer from the wrong thread: Qt leaves it registered and it later fires at
+    freed memory.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    @Slot(object)
+    def started(self, request):
+        self.seen.append(("started", request.id))
+
+    @Slot(object, object)
+    def finished(self, request, result):
+        self.seen.append(("finished", request.id))
+
+
 def test_worker_signals_in_order(qtbot, window):
     worker = window.engine.worker
-    with qtbot.waitSignals([worker.started, worker.finished], order="strict", timeout=30000):
-        worker.submit(Request("probe", "sentiment", "squeezebert", "a fine film"))
+    log = SignalLog()
+    worker.started.connect(log.started)
+    worker.finished.connect(log.finished)
+    request = Request("probe", "sentiment", "squeezebert", "a fine film")
+    worker.submit(request)
+    qtbot.waitUntil(lambda: ("finished", request.id) in log.seen, timeout=30000)
+    assert [event for event in log.seen if event[1] == request.id] == [("started", request.id), ("finished", request.id)]
 
 
 def test_closing_during_inference_exits_quickly(qtbot, app_models):
@@ -318,6 +342,7 @@ def test_garbage_is_collected_on_the_ui_thread_only(qtbot):
     from gui.app import MainThreadGarbageCollector
     from PySide6.QtCore import QObject
 
+    gc.enable()  # as in a plain process (the test session keeps it off)
     collector = MainThreadGarbageCollector(None, interval_ms=10)
     try:
         assert not gc.isenabled()  # no collection from whatever thread allocates next
@@ -335,4 +360,5 @@ def test_garbage_is_collected_on_the_ui_thread_only(qtbot):
         del live
     finally:
         collector.stop()
-    assert gc.isenabled()
+    assert gc.isenabled()  # stop() restores what it found
+    gc.disable()
