@@ -49,7 +49,7 @@ RECIPES: dict[str, list[str]] = {
                   "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
                   "--eval-every", "400", "--seed", "21"],
     "squeezebert-qa-2": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "1e-4",
-                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "8000",
+                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "20000",
                          "--max-val", "800", "--eval-every", "400", "--seed", "14"],
 }
 # a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
