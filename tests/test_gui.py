@@ -335,6 +335,24 @@ def test_startup_command_reports_window_first_result_and_memory(app_models):
     assert report["rss_mb"] > 50
 
 
+def test_process_start_time_is_not_rounded_to_the_boot_second():
+    import subprocess
+    import sys
+
+    import psutil
+
+    from conftest import ROOT
+    from gui.app import process_start_time
+
+    started = process_start_time()
+    coarse = psutil.Process().create_time()  # on Linux: boot time in whole seconds + start tick
+    assert coarse - 0.05 <= started <= coarse + 1.0 and started <= time.time()
+    # the first thing a fresh interpreter does: it has only just started (psutil's figure was 0.95 s off here)
+    code = "import time; from gui.app import process_start_time; print(time.time() - process_start_time())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert 0 <= float(done.stdout.strip().splitlines()[-1]) < 0.8, done.stderr[-2000:]
+
+
 def test_garbage_is_collected_on_the_ui_thread_only(qtbot):
     import gc
     import weakref
