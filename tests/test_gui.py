@@ -358,7 +358,6 @@ def test_garbage_is_collected_on_the_ui_thread_only(qtbot):
     import weakref
 
     from gui.app import MainThreadGarbageCollector
-    from PySide6.QtCore import QObject
 
     gc.enable()  # as in a plain process (the test session keeps it off)
     collector = MainThreadGarbageCollector(None, interval_ms=10)

@@ -58,13 +58,13 @@ CONTINUES = {"bert-qa-2": "bert-qa", "bert-qa-3": "bert-qa-2", "squeezebert-qa-2
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
 
 
-def bundle_of(name: str) -> str:
-    return bundle_of(CONTINUES[name]) if name in CONTINUES else name
-
-
 def stages(name: str) -> list[str]:
     """The runs that make a model, first to last: ["bert-qa", "bert-qa-2"] for "bert-qa-2"."""
     return stages(CONTINUES[name]) + [name] if name in CONTINUES else [name]
+
+
+def bundle_of(name: str) -> str:
+    return stages(name)[0]  # the first stage names the bundle
 
 
 def final_stage(bundle: str) -> str:
