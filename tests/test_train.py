@@ -63,3 +63,28 @@ def test_general_then_task_distillation_produce_a_squeezebert(tmp_path, tiny_bas
     cut = transformers.BertForSequenceClassification.from_pretrained(teacher / "best")
     assert torch.equal(continued.classifier.weight, trained.classifier.weight)
     assert not torch.equal(continued.classifier.weight, cut.classifier.weight)
+
+
+def test_qa_student_cut_from_its_teacher_is_refitted_by_least_squares_then_trained(tmp_path, tiny_base):
+    from engine.build.squeeze import squeeze_model
+    from engine.build.train import collate, load_task_data, make_features
+    from engine.tokenization import WordPieceTokenizer
+
+    teacher = tmp_path / "bert-qa"
+    run(parse_args(["--mode", "finetune", "--task", "qa", "--base", str(tiny_base), "--out", str(teacher)] + SMALL))
+    common = ["--mode", "distill-task", "--task", "qa", "--base", str(tiny_base), "--teacher", str(teacher / "best")]
+    args = parse_args(common + ["--out", str(tmp_path / "student"), "--reconstruct", "8"] + SMALL)
+    tok = WordPieceTokenizer(tiny_base / "tokenizer.json")
+    calibration = make_features("qa", tok, load_task_data("qa", DATA)[0][:8], args)[:8]
+    refitted, bert = build_models(args, tok, calibration)
+    cut = squeeze_model(bert, groups=4)
+    batch = collate(calibration, tok.pad_id, "none")
+
+    def error(model):
+        with torch.no_grad():
+            return float(((model(**batch).start_logits - bert(**batch).start_logits) ** 2).mean())
+
+    assert error(refitted) < error(cut)
+    run(args)
+    config = json.loads((tmp_path / "student" / "best" / "config.json").read_text())
+    assert config["architectures"] == ["SqueezeBertForQuestionAnswering"] and config["q_groups"] == 4

@@ -64,8 +64,14 @@ def _order_by_group(group: np.ndarray, unit: int = 1) -> np.ndarray:
     return (units[:, None] * unit + np.arange(unit)[None, :]).reshape(-1)
 
 
-def convert_state_dict(bert_sd: dict[str, torch.Tensor], bert: BertConfig, groups: int, permute: bool = True):
-    """BERT weights (any BertFor* head) to SqueezeBERT weights of the same head, cut to `groups` blocks."""
+def convert_state_dict(
+    bert_sd: dict[str, torch.Tensor], bert: BertConfig, groups: int, permute: bool = True, cut_weights: bool = True
+):
+    """BERT weights (any BertFor* head) to SqueezeBERT weights of the same head, cut to `groups` blocks.
+
+    With `cut_weights` False, heads and neurons are ordered as for `groups` but every weight is kept: a groups-1
+    model that is exactly the BERT, laid out like the cut one (the reference for `engine.build.reconstruct`).
+    """
     heads, hidden = bert.num_attention_heads, bert.hidden_size
     head_dim = hidden // heads
     out: dict[str, torch.Tensor] = {}
@@ -80,6 +86,8 @@ def convert_state_dict(bert_sd: dict[str, torch.Tensor], bert: BertConfig, group
 
     def cut(weight: torch.Tensor) -> torch.Tensor:
         """Keep the block-diagonal part of a dense [out, in] weight as a grouped Conv1d weight."""
+        if not cut_weights:
+            return weight.unsqueeze(-1).contiguous()
         o, i = weight.shape
         blocks = [weight[g * o // groups : (g + 1) * o // groups, g * i // groups : (g + 1) * i // groups] for g in range(groups)]
         return torch.cat(blocks, 0).unsqueeze(-1).contiguous()
@@ -133,17 +141,19 @@ HEAD_CLASSES = {
 }
 
 
-def squeeze_model(bert_model, groups: int = 4, permute: bool = True):
-    """A SqueezeBERT model of the same head class as `bert_model`, with its weights derived from it."""
+def squeeze_model(bert_model, groups: int = 4, permute: bool = True, cut_weights: bool = True):
+    """A SqueezeBERT model of the same head class as `bert_model`, with its weights derived from it.
+
+    `cut_weights=False` gives the uncut groups-1 twin of the grouped model (see `convert_state_dict`)."""
     import transformers
 
-    config = squeezebert_config(bert_model.config, groups)
+    config = squeezebert_config(bert_model.config, groups if cut_weights else 1)
     cls = getattr(transformers, HEAD_CLASSES[type(bert_model).__name__])
     student = cls(config)
     state = bert_model.state_dict()
     if type(bert_model).__name__ == "BertModel":
         state = {"bert." + k: v for k, v in state.items()}
-    converted = convert_state_dict(state, bert_model.config, groups, permute)
+    converted = convert_state_dict(state, bert_model.config, groups, permute, cut_weights)
     if cls.__name__ == "SqueezeBertModel":
         converted = {k[len("transformer.") :]: v for k, v in converted.items()}
     missing, unexpected = student.load_state_dict(converted, strict=False)

@@ -30,6 +30,7 @@ import transformers
 
 from engine import datasets as ds
 from engine.build import features as feat
+from engine.build.reconstruct import fit_grouped_convs
 from engine.build.squeeze import squeeze_model
 from engine.decoding import best_spans, merge_span_candidates
 from engine.metrics import accuracy, entity_scores, squad_scores
@@ -42,6 +43,7 @@ HEADS = {
     "qa": "ForQuestionAnswering",
 }
 QA_VALIDATION_ARTICLES = 44  # the last 10% of SQuAD train articles, held out whole
+CALIBRATION_SEED = 99  # --reconstruct draws its examples from the whole training split, whatever --seed picks
 
 
 def log(*parts):
@@ -189,8 +191,8 @@ PRIMARY = {"sentiment": "accuracy", "entities": "f1", "qa": "f1", "general": "ne
 
 
 # ------------------------------------------------------------------------------------------------------- models
-def build_models(args, tok):
-    """(student, teacher or None) for the chosen mode."""
+def build_models(args, tok, calibration: list[feat.Feature] | None = None):
+    """(student, teacher or None) for the chosen mode; `calibration`: features for --reconstruct."""
     if args.mode == "finetune":
         cls = getattr(transformers, "Bert" + HEADS[args.task])
         kwargs = label_kwargs(args.task)
@@ -209,6 +211,10 @@ def build_models(args, tok):
         state = {k: v for k, v in encoder.state_dict().items() if ".pooler." not in "." + k}
         missing, unexpected = student.transformer.load_state_dict(state, strict=False)
         assert not unexpected and all("pooler" in m for m in missing), (missing, unexpected)
+    elif calibration:
+        log(f"fitting the grouped layers to the teacher by least squares on {len(calibration)} windows")
+        reference = squeeze_model(teacher, groups=args.groups, cut_weights=False)
+        fit_grouped_convs(student, reference, collate(calibration, tok.pad_id, "none"), log=log)
     return student, teacher
 
 
@@ -296,6 +302,7 @@ def run(args):
 
     task = "general" if args.mode == "distill-general" else args.task
     log(f"preparing {task} features")
+    calibration = None
     if task == "general":
         segments = plain_text_segments(tok, Path(args.data), args.max_length)
         rng = np.random.default_rng(0)
@@ -307,6 +314,9 @@ def run(args):
             val_features = val_features[: args.max_val]
     else:
         train_examples, val_examples = load_task_data(args.task, Path(args.data))
+        if args.reconstruct and not (out / "checkpoint.pt").exists():
+            picked = np.random.default_rng(CALIBRATION_SEED).choice(len(train_examples), args.reconstruct, replace=False)
+            calibration = make_features(args.task, tok, [train_examples[i] for i in picked], args)[: args.reconstruct]
         if args.max_train:
             rng = np.random.default_rng(args.seed)
             keep = sorted(rng.choice(len(train_examples), min(args.max_train, len(train_examples)), replace=False))
@@ -317,7 +327,7 @@ def run(args):
         val_features = make_features(args.task, tok, val_examples, args)
     log(f"{len(train_features)} training features, {len(val_features)} validation features")
 
-    student, teacher = build_models(args, tok)
+    student, teacher = build_models(args, tok, calibration)
     student.train()
     steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
     total_steps = args.max_steps or int(steps_per_epoch * args.epochs)
@@ -415,6 +425,9 @@ def parse_args(argv=None):
     p.add_argument("--max-question", type=int, default=64)
     p.add_argument("--max-train", type=int, default=0, help="train on a fixed random subset of this many examples")
     p.add_argument("--max-val", type=int, default=0, help="validate on the first N validation examples")
+    p.add_argument("--reconstruct", type=int, default=0, metavar="N",
+                   help="distill-task without --student-init: before training, fit the cut student's grouped layers "
+                   "to the teacher by least squares on N training windows (engine.build.reconstruct)")
     p.add_argument("--kd-alpha", type=float, default=0.7)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--hidden-weight", type=float, default=1.0)
