@@ -15,16 +15,20 @@ class _Reached(Exception):
     """Raised by a forward hook to stop a forward pass once the wanted input has been seen."""
 
 
+def _tokens(x: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A conv's [batch, channels, length] activations as [real tokens, channels] in float64."""
+    return x.detach().permute(0, 2, 1)[batch["attention_mask"].bool()].double()
+
+
 def _conv_input(model, name: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """What conv `name` receives on `batch`, as [real tokens, channels] in float64."""
-    conv = model.get_submodule(name)
+    """What conv `name` receives on `batch` (the student changes as it is fitted, so this is asked per conv)."""
     seen = {}
 
     def hook(module, inputs, output):
-        seen["x"] = inputs[0].detach()
+        seen["x"] = inputs[0]
         raise _Reached  # the layers after this one are not needed yet
 
-    handle = conv.register_forward_hook(hook)
+    handle = model.get_submodule(name).register_forward_hook(hook)
     try:
         with torch.no_grad():
             model(**batch)
@@ -32,8 +36,21 @@ def _conv_input(model, name: str, batch: dict[str, torch.Tensor]) -> torch.Tenso
         pass
     finally:
         handle.remove()
-    tokens = batch["attention_mask"].bool()
-    return seen["x"].permute(0, 2, 1)[tokens].double()  # convs see [batch, channels, length]
+    return _tokens(seen["x"], batch)
+
+
+def _conv_outputs(model, names: list[str], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What every conv in `names` produces on `batch`, from one forward pass (the reference does not change)."""
+    seen = {}
+    handles = [model.get_submodule(name).register_forward_hook(lambda m, i, out, name=name: seen.update({name: out}))
+               for name in names]
+    try:
+        with torch.no_grad():
+            model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
 
 
 def ridge_fit(x: torch.Tensor, y: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,14 +75,14 @@ def fit_grouped_convs(student, reference, batch: dict[str, torch.Tensor], ridge:
     """
     student.eval()
     reference.eval()
+    names = conv_names(student)
+    targets = _conv_outputs(reference, names, batch)
     records = []
-    for name in conv_names(student):
-        conv, dense = student.get_submodule(name), reference.get_submodule(name)
-        x = _conv_input(student, name, batch)
-        with torch.no_grad():
-            target = _conv_input(reference, name, batch) @ dense.weight.double()[..., 0].T + dense.bias.double()
-        groups, (out_channels, in_channels) = conv.groups, dense.weight.shape[:2]
-        o, i = out_channels // groups, in_channels // groups
+    for name in names:
+        conv = student.get_submodule(name)
+        x, target = _conv_input(student, name, batch), _tokens(targets.pop(name), batch)
+        groups = conv.groups
+        o, i = conv.out_channels // groups, conv.in_channels // groups
 
         @torch.no_grad()
         def error() -> float:
