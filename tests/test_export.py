@@ -42,21 +42,32 @@ def test_int8_graph_uses_integer_matmuls_not_conv(tiny_bundles):
         assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 
 
-def test_bert_weights_get_per_column_scales_squeezebert_group_weights_per_tensor(tiny_bundles):
+def test_bert_weights_get_per_column_scales_squeezebert_group_weights_per_group_and_column(tiny_bundles):
     import onnx
     from onnx import numpy_helper
 
-    for architecture, per_column in (("bert", True), ("squeezebert", False)):
+    for architecture in ("bert", "squeezebert"):
         bundle = tiny_bundles[(architecture, "qa")]
         graph = onnx.load(str(bundle / "model.onnx")).graph
         values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         matmul_weights = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
         assert matmul_weights
+        grouped = [name for name in matmul_weights if values[name].ndim == 3]
+        assert bool(grouped) == (architecture == "squeezebert")
         for name in matmul_weights:
-            scale = values[name.replace("_quantized", "_scale")]
-            assert (scale.size == values[name].shape[-1]) if per_column else (scale.size == 1), (architecture, name)
+            weight, scale = values[name], values[name.replace("_quantized", "_scale")]
+            if architecture == "bert":
+                assert scale.size == weight.shape[-1], name
+            elif weight.ndim == 3:
+                groups, _, columns = weight.shape
+                assert scale.shape == (groups, 1, columns), name
+                assert (np.abs(weight.astype(np.int32)).max(axis=1) == 127).all(), name  # each column's full range
+                assert not values[name.replace("_quantized", "_zero_point")].any()
+            else:
+                assert scale.size == 1, name
         scheme = json.loads((bundle / "manifest.json").read_text())["onnx"]["onnxruntime_quantization"]
-        assert ("per-column" in scheme) == per_column
+        assert ("per-column" in scheme) == (architecture == "bert")
+        assert ("per group and column" in scheme) == (architecture == "squeezebert")
 
 
 def test_checkpoint_with_only_vocab_txt_gets_a_tokenizer(tmp_path, tiny_tokenizer_dir):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import torch
 import torch.nn.functional as F
 import transformers
@@ -239,8 +240,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> str:
     """Dynamic int8: weights of every constant-weight MatMul and the embedding tables; activations at run time.
 
     2-D MatMul weights (BERT) get one scale per output column: per-tensor scales cost bert-qa 2.3 F1 points on
-    the held-out questions, per-column 0.5. SqueezeBERT's batched group weights (3-D) stay per-tensor, which
-    already keeps it within 0.1 point, because ORT's per-channel axis does not follow their output columns.
+    the held-out questions, per-column 0.5. SqueezeBERT's batched group weights (3-D) are quantised per tensor by
+    ORT, whose per-channel axis does not follow their output columns, then re-quantised here with one scale per
+    group and output column: per tensor cost squeezebert-qa 1.55 F1 points, per group and column 0.66.
     Returns the scheme, for the manifest."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -251,7 +253,28 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> str:
         str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
         per_channel=per_channel, extra_options={"MatMulConstBOnly": True},
     )
-    return "dynamic, MatMul + Gather, QInt8 weights, " + ("per-column MatMul scales" if per_channel else "per-tensor")
+    if per_channel:
+        return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales"
+    fp32_weights = {t.name: t for t in graph.initializer if len(t.dims) == 3}
+    quantize_per_group_column(int8_path, {name: numpy_helper.to_array(t) for name, t in fp32_weights.items()})
+    return "dynamic, MatMul + Gather, QInt8 weights, grouped MatMul scales per group and column, the rest per-tensor"
+
+
+def quantize_per_group_column(int8_path: Path, weights: dict[str, np.ndarray]) -> None:
+    """Give each batched [groups, K, N] weight one symmetric scale per group and output column, in place.
+
+    MatMulInteger takes a zero point of shape [groups, 1, N] for such a weight, and the scale is applied by the
+    Mul that follows it, which broadcasts a [groups, 1, N] scale over the [groups, rows, N] output."""
+    model = onnx.load(str(int8_path))
+    initialisers = {t.name: t for t in model.graph.initializer}
+    for name, weight in weights.items():
+        if name + "_quantized" not in initialisers:
+            continue
+        scale = np.maximum(np.abs(weight).max(axis=1, keepdims=True) / 127.0, 1e-12).astype(np.float32)
+        for suffix, value in (("_quantized", np.clip(np.round(weight / scale), -127, 127).astype(np.int8)),
+                              ("_zero_point", np.zeros(scale.shape, np.int8)), ("_scale", scale)):
+            initialisers[name + suffix].CopyFrom(numpy_helper.from_array(value, name + suffix))
+    onnx.save(model, str(int8_path))
 
 
 def torch_logits(model, ids, mask, types) -> list[np.ndarray]:
