@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import torch
 import torch.nn.functional as F
 import transformers
+from onnx import numpy_helper
 from tokenizers import Tokenizer
 from torch import nn
 
@@ -255,8 +255,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> str:
     )
     if per_channel:
         return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales"
-    fp32_weights = {t.name: t for t in graph.initializer if len(t.dims) == 3}
-    quantize_per_group_column(int8_path, {name: numpy_helper.to_array(t) for name, t in fp32_weights.items()})
+    grouped = {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) == 3}
+    quantize_per_group_column(int8_path, grouped)
     return "dynamic, MatMul + Gather, QInt8 weights, grouped MatMul scales per group and column, the rest per-tensor"
 
 
