@@ -75,6 +75,7 @@ class CompareTab(AnalysisTab):
             grid.addWidget(timing, 1, col)
             grid.addWidget(pane, 2, col)
             self.panes[model], self.timings[model] = pane, timing
+        grid.setRowStretch(2, 1)  # the outputs take the spare height; title and timing stay together above them
         self.layout_.addLayout(row)
         self.layout_.addWidget(self.editor, 2)
         self.layout_.addWidget(self.message)
