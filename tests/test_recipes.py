@@ -1,5 +1,5 @@
 """Recipe stages: a second stage continues the first stage's best model and replaces its bundle."""
-from engine.build.recipes import RUNS, bundle_of, stages, train_args
+from engine.build.recipes import RUNS, bundle_of, final_stage, stages, train_args
 
 
 def value(args: list[str], flag: str) -> str:
@@ -20,9 +20,12 @@ def test_second_stage_continues_the_first_and_builds_its_bundle():
     assert value(student, "--teacher") == str(RUNS / "bert-qa-3" / "best") and "--reconstruct" not in student
 
 
-def test_students_learn_from_the_last_stage_of_their_teacher():
+def test_students_learn_from_the_last_stage_of_their_teacher_unless_pinned():
+    # every QA student stage learnt from bert-qa-3, also those trained while bert-qa-4 was training
+    for stage in stages("squeezebert-qa-5"):
+        assert value(train_args(stage), "--teacher") == str(RUNS / "bert-qa-3" / "best")
+    assert final_stage("bert-qa") == "bert-qa-4"
     args = train_args("squeezebert-qa")
-    assert value(args, "--teacher") == str(RUNS / "bert-qa-3" / "best")
     # the QA student is cut from its teacher and refitted, not started from the task-agnostic encoder
     assert "--student-init" not in args and value(args, "--reconstruct") == "128"
     sentiment = train_args("squeezebert-sentiment")

@@ -21,6 +21,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = ROOT / "runs"
 
+
+def qa_stage(mode: str, lr: str, questions: int, seed: int | None = None, eval_every: int = 400,
+             reconstruct: int = 0) -> list[str]:
+    """A SQuAD run: one pass over a random sample of `questions` questions in 192-token windows (stride 64; most
+    contexts fit one), validated on 800 held-out questions. Every QA stage shares all but these arguments."""
+    return (["--mode", mode, "--task", "qa", "--epochs", "1", "--lr", lr, "--batch-size", "16", "--max-length", "192",
+             "--doc-stride", "64", "--max-train", str(questions), "--max-val", "800", "--eval-every", str(eval_every)]
+            + (["--reconstruct", str(reconstruct)] if reconstruct else []) + (["--seed", str(seed)] if seed else []))
+
+
 RECIPES: dict[str, list[str]] = {
     "squeeze-general": ["--mode", "distill-general", "--max-steps", "3000", "--lr", "3e-4", "--batch-size", "32",
                         "--eval-every", "500"],
@@ -28,10 +38,8 @@ RECIPES: dict[str, list[str]] = {
                        "--batch-size", "32", "--eval-every", "600"],
     "bert-entities": ["--mode", "finetune", "--task", "entities", "--epochs", "3", "--lr", "1e-4",
                       "--batch-size", "16", "--eval-every", "500"],
-    # QA trains on 20,000 questions in 192-token windows (most SQuAD contexts fit one) to fit a CPU budget.
-    "bert-qa": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "1e-4", "--batch-size", "16",
-                "--max-length", "192", "--doc-stride", "64", "--max-train", "20000", "--max-val", "800",
-                "--eval-every", "400"],
+    # QA trains on samples of questions (20,000 first) to fit a CPU budget.
+    "bert-qa": qa_stage("finetune", "1e-4", 20000),
     "squeezebert-sentiment": ["--mode", "distill-task", "--task", "sentiment", "--epochs", "2", "--lr", "1e-4",
                               "--batch-size", "32", "--eval-every", "600"],
     "squeezebert-entities": ["--mode", "distill-task", "--task", "entities", "--epochs", "4", "--lr", "2e-4",
@@ -39,35 +47,32 @@ RECIPES: dict[str, list[str]] = {
     # QA needs attention across question and context, which the task-agnostic encoder (single segments) never
     # learnt: this student is cut from the QA teacher itself, its grouped layers refitted to the teacher by least
     # squares on 128 question/context windows, then distilled.
-    "squeezebert-qa": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "2e-4",
-                       "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "20000",
-                       "--max-val", "800", "--eval-every", "400", "--reconstruct", "128"],
+    "squeezebert-qa": qa_stage("distill-task", "2e-4", 20000, reconstruct=128),
     # Second QA stages: 20,000 questions left both models short, so they go on from their first stage's best on a
     # new sample of questions (another seed) at a lower rate.
-    "bert-qa-2": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "5e-5", "--batch-size", "16",
-                  "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
-                  "--eval-every", "400", "--seed", "14"],
+    "bert-qa-2": qa_stage("finetune", "5e-5", 28000, seed=14),
     # A third BERT stage: another sample (seed 21) at a lower rate again; the second stage was still rising.
-    "bert-qa-3": ["--mode", "finetune", "--task", "qa", "--epochs", "1", "--lr", "3e-5", "--batch-size", "16",
-                  "--max-length", "192", "--doc-stride", "64", "--max-train", "28000", "--max-val", "800",
-                  "--eval-every", "400", "--seed", "21"],
+    "bert-qa-3": qa_stage("finetune", "3e-5", 28000, seed=21),
     # A second QA stage for that student, still rising at the end of its first: new questions, a lower rate.
-    "squeezebert-qa-2": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "1e-4",
-                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "9000",
-                         "--max-val", "800", "--eval-every", "400", "--seed", "14"],
+    "squeezebert-qa-2": qa_stage("distill-task", "1e-4", 9000, seed=14),
     # A third, longer stage: the second was still gaining (+3 F1 in its 755 steps).
-    "squeezebert-qa-3": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "1e-4",
-                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "28000",
-                         "--max-val", "800", "--eval-every", "400", "--seed", "21"],
+    "squeezebert-qa-3": qa_stage("distill-task", "1e-4", 28000, seed=21),
     # A fourth, short stage at half the rate on another sample: the third stopped gaining as its rate ran out.
-    "squeezebert-qa-4": ["--mode", "distill-task", "--task", "qa", "--epochs", "1", "--lr", "5e-5",
-                         "--batch-size", "16", "--max-length", "192", "--doc-stride", "64", "--max-train", "6000",
-                         "--max-val", "800", "--eval-every", "250", "--seed", "27"],
+    "squeezebert-qa-4": qa_stage("distill-task", "5e-5", 6000, seed=27, eval_every=250),
+    # A fourth BERT stage (another sample, seed 27, the third stage's rate): each stage still gained about 1 F1.
+    "bert-qa-4": qa_stage("finetune", "3e-5", 18000, seed=27),
+    # A fifth student stage at a fresh rate on another sample (seed 33): the fourth gained on held-out questions
+    # at a low rate, so the student is not yet saturated.
+    "squeezebert-qa-5": qa_stage("distill-task", "8e-5", 16000, seed=33),
 }
 # a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
 # may record the command that made it ("recipe"), which the bundle's manifest then quotes for that stage.
 CONTINUES = {"bert-qa-2": "bert-qa", "bert-qa-3": "bert-qa-2", "squeezebert-qa-2": "squeezebert-qa",
-             "squeezebert-qa-3": "squeezebert-qa-2", "squeezebert-qa-4": "squeezebert-qa-3"}
+             "squeezebert-qa-3": "squeezebert-qa-2", "squeezebert-qa-4": "squeezebert-qa-3",
+             "bert-qa-4": "bert-qa-3", "squeezebert-qa-5": "squeezebert-qa-4"}
+# a student bundle -> the BERT stage all its stages learnt from, where that is not its task's last BERT stage
+# (bert-qa-4 trained side by side with squeezebert-qa-5)
+TEACHERS = {"squeezebert-qa": "bert-qa-3"}
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
 
 
@@ -91,7 +96,7 @@ def train_args(name: str, student_init: str | None = None) -> list[str]:
         args += ["--base", previous]
     if name.startswith("squeezebert-"):
         task = bundle_of(name).split("-", 1)[1]
-        args += ["--teacher", str(RUNS / final_stage(f"bert-{task}") / "best")]
+        args += ["--teacher", str(RUNS / TEACHERS.get(bundle_of(name), final_stage(f"bert-{task}")) / "best")]
         start = student_init or previous or (None if "--reconstruct" in args else str(RUNS / "squeeze-general" / "best"))
         args += ["--student-init", start] if start else []
     return args
