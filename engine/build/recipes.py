@@ -70,12 +70,19 @@ RECIPES: dict[str, list[str]] = {
     # held-out questions and the student's own answer loss (1.9) is still far above its teacher's (1.1).
     "squeezebert-qa-7": qa_stage("distill-task", "5e-5", 32000, seed=45),
 }
+
+
+def previous_stage(name: str) -> str | None:
+    """The run a later stage continues ("bert-qa-3" -> "bert-qa-2", "bert-qa-2" -> "bert-qa"); None for a first."""
+    base, _, number = name.rpartition("-")
+    if not number.isdigit():
+        return None
+    return base if number == "2" else f"{base}-{int(number) - 1}"
+
+
 # a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
 # may record the command that made it ("recipe"), which the bundle's manifest then quotes for that stage.
-CONTINUES = {"bert-qa-2": "bert-qa", "bert-qa-3": "bert-qa-2", "squeezebert-qa-2": "squeezebert-qa",
-             "squeezebert-qa-3": "squeezebert-qa-2", "squeezebert-qa-4": "squeezebert-qa-3",
-             "bert-qa-4": "bert-qa-3", "squeezebert-qa-5": "squeezebert-qa-4",
-             "squeezebert-qa-6": "squeezebert-qa-5", "squeezebert-qa-7": "squeezebert-qa-6"}
+CONTINUES = {name: previous_stage(name) for name in RECIPES if previous_stage(name)}
 # a student bundle -> the BERT stage all its stages learnt from, where that is not its task's last BERT stage
 # (bert-qa-4 trained side by side with squeezebert-qa-5)
 TEACHERS = {"squeezebert-qa": "bert-qa-3"}
