@@ -75,6 +75,9 @@ RECIPES: dict[str, list[str]] = {
     # A ninth, the same length on another sample (seed 63): the eighth still gained +0.87 held-out F1 and its
     # validation F1 peaked in its last 200 steps.
     "squeezebert-qa-9": qa_stage("distill-task", "5e-5", 35000, seed=63),
+    # A tenth, about half as long (seed 69), to fit what time was left: the ninth still gained +1.07 held-out F1
+    # with its best validation score at its last step.
+    "squeezebert-qa-10": qa_stage("distill-task", "5e-5", 18000, seed=69),
 }
 
 
