@@ -124,3 +124,24 @@ def test_export_matches_torch_on_large_logits(tmp_path, tiny_tokenizer_dir, arch
     report = parity(model, tmp_path / "m.onnx")
     assert scale > 1.0
     assert report["argmax_agreement"] == 1.0 and report["max_abs_logit_diff"] < 1e-4 * max(scale, 1.0) * 10
+
+
+@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
+def test_keep_fp32_leaves_the_ffn_output_projections_unquantised(tmp_path, tiny_tokenizer_dir, architecture):
+    import onnx
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt", architecture, "qa", tiny_tokenizer_dir)
+    manifest = build_bundle(checkpoint, tmp_path / "bundle", max_length=96, keep_fp32=["ffn-output"])
+    graph = onnx.load(str(tmp_path / "bundle" / "model.onnx")).graph
+    initialisers = {t.name for t in graph.initializer}
+    float_weights = [n.input[1] for n in graph.node if n.op_type == "MatMul" and n.input[1] in initialisers]
+    int8_weights = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
+    layers = manifest["config"]["num_hidden_layers"]
+    assert sorted(float_weights) == sorted(
+        f"layers.{i}.out" + ("" if architecture == "squeezebert" else ".weights.0") for i in range(layers))
+    assert not any(".out" in name for name in int8_weights)
+    for i in range(layers):  # the layer's other projections stay int8
+        for projection in ("attn_out", "inter"):
+            assert any(name.startswith(f"layers.{i}.{projection}") for name in int8_weights), (i, projection)
+    assert f"kept fp32: ffn-output ({layers} MatMuls)" in manifest["onnx"]["onnxruntime_quantization"]
+    assert manifest["parity"]["int8"]["argmax_agreement"] > 0.9

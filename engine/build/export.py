@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -236,28 +238,41 @@ def export_onnx(model, path: Path) -> None:
     onnx.checker.check_model(str(path))
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path) -> str:
+# Weight families an export may keep in fp32, as patterns over the exported weight names: the FFN output
+# projection is the one the QA student's int8 loss comes from (see quantize_int8).
+FP32_FAMILIES = {"ffn-output": r"^layers\.\d+\.out(\.weights\.\d+)?$"}
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, keep_fp32: Sequence[str] = ()) -> str:
     """Dynamic int8: weights of every constant-weight MatMul and the embedding tables; activations at run time.
 
     2-D MatMul weights (BERT) get one scale per output column: per-tensor scales cost bert-qa 2.3 F1 points on
     the held-out questions, per-column 0.5. SqueezeBERT's batched group weights (3-D) are quantised per tensor by
     ORT, whose per-channel axis does not follow their output columns, then re-quantised here with one scale per
     group and output column: per tensor cost squeezebert-qa 1.55 F1 points, per group and column 0.66.
+    `keep_fp32` names FP32_FAMILIES whose MatMuls stay fp32: the QA student's remaining loss sits in the FFN output
+    projection, whose input (the GELU output, 1,536 channels) shares one dynamic activation scale per tensor.
     Returns the scheme, for the manifest."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(fp32_path)).graph
     weights = {t.name: len(t.dims) for t in graph.initializer}
+    patterns = [re.compile(FP32_FAMILIES[family]) for family in keep_fp32]
+    excluded = [n.name for n in graph.node if n.op_type == "MatMul" and any(p.match(n.input[1]) for p in patterns)]
+    if patterns and not excluded:
+        raise ValueError(f"no MatMul weights match {list(keep_fp32)} in this model")
     per_channel = all(weights.get(n.input[1], 2) == 2 for n in graph.node if n.op_type == "MatMul")
     quantize_dynamic(
         str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"],
-        per_channel=per_channel, extra_options={"MatMulConstBOnly": True},
+        per_channel=per_channel, nodes_to_exclude=excluded, extra_options={"MatMulConstBOnly": True},
     )
+    kept = f"; kept fp32: {', '.join(keep_fp32)} ({len(excluded)} MatMuls)" if excluded else ""
     if per_channel:
-        return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales"
+        return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales" + kept
     grouped = {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) == 3}
     quantize_per_group_column(int8_path, grouped)
-    return "dynamic, MatMul + Gather, QInt8 weights, grouped MatMul scales per group and column, the rest per-tensor"
+    return ("dynamic, MatMul + Gather, QInt8 weights, grouped MatMul scales per group and column, the rest per-tensor"
+            + kept)
 
 
 def quantize_per_group_column(int8_path: Path, weights: dict[str, np.ndarray]) -> None:
@@ -346,8 +361,10 @@ def build_bundle(
     recipe: str | None = None,
     scores: dict | None = None,
     source: str | None = None,
+    keep_fp32: Sequence[str] = (),
 ) -> dict:
-    """Export, quantise, parity-check and write a bundle folder; returns its manifest."""
+    """Export, quantise (but for the `keep_fp32` weight families), parity-check and write a bundle folder; returns
+    its manifest."""
     checkpoint, out = Path(checkpoint), Path(out)
     model = load_checkpoint(checkpoint)
     task = task_of(model)
@@ -364,7 +381,7 @@ def build_bundle(
         parity_report = {"fp32": parity_fp32}
         if precision == "int8":
             final = Path(tmp) / "model.int8.onnx"
-            quantization = quantize_int8(fp32, final)
+            quantization = quantize_int8(fp32, final, keep_fp32)
             parity_report["int8"] = parity(model, final)
         staging = Path(tmp) / "bundle"
         staging.mkdir()
@@ -419,10 +436,13 @@ def main(argv=None):
     p.add_argument("--recipe", help="the command that trained the checkpoint, recorded in the manifest")
     p.add_argument("--source", help="where the weights came from, recorded in the manifest")
     p.add_argument("--scores", help="JSON file of scores to record in the manifest")
+    p.add_argument("--keep-fp32", action="append", default=[], choices=list(FP32_FAMILIES),
+                   help="weights to leave unquantised in an int8 export (repeatable)")
     args = p.parse_args(argv)
     scores = json.loads(Path(args.scores).read_text()) if args.scores else None
     try:
-        manifest = build_bundle(args.checkpoint, args.out, args.precision, args.max_length, args.recipe, scores, args.source)
+        manifest = build_bundle(args.checkpoint, args.out, args.precision, args.max_length, args.recipe, scores,
+                                args.source, args.keep_fp32)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
