@@ -374,7 +374,7 @@ def run(args):
     spent = torch.load(checkpoint, weights_only=False)["minutes"] if checkpoint.exists() else 0.0
     started = time.time()
     deadline = started + args.max_minutes * 60 if args.max_minutes else None
-    running = 0.0
+    running = None  # smoothed loss for the log, seeded by this process's first step (also after a resume)
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
         batches = epoch_batches(train_features, args.batch_size, args.seed, epoch)
@@ -387,7 +387,7 @@ def run(args):
             schedule.step()
             optimizer.zero_grad()
             step += 1
-            running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             if step % 50 == 0:
                 log(f"step {step}/{total_steps} epoch {epoch} loss {running:.4f} lr {schedule.get_last_lr()[0]:.2e}")
             if step % args.eval_every == 0 or step == total_steps:
