@@ -41,11 +41,3 @@ def test_model_card_shows_every_stage_command():
               " && python -m engine.build.recipes bert-qa-2   # = python -m engine.build.train --lr 5e-5")
     assert short_recipe(recipe) == "python -m engine.build.recipes bert-qa && python -m engine.build.recipes bert-qa-2"
 
-
-def test_fp32_exceptions_name_known_weight_families_of_built_bundles():
-    from engine.build.export import FP32_FAMILIES
-    from engine.build.recipes import KEEP_FP32, RECIPES
-
-    bundles = {bundle_of(name) for name in RECIPES}
-    for bundle, families in KEEP_FP32.items():
-        assert bundle in bundles and set(families) <= set(FP32_FAMILIES)

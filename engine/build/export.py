@@ -238,8 +238,7 @@ def export_onnx(model, path: Path) -> None:
     onnx.checker.check_model(str(path))
 
 
-# Weight families an export may keep in fp32, as patterns over the exported weight names: the FFN output
-# projection is the one the QA student's int8 loss comes from (see quantize_int8).
+# Weight families an export may keep in fp32, as patterns over the exported weight names (see quantize_int8).
 FP32_FAMILIES = {"ffn-output": r"^layers\.\d+\.out(\.weights\.\d+)?$"}
 
 
@@ -250,8 +249,10 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep_fp32: Sequence[str] = (
     the held-out questions, per-column 0.5. SqueezeBERT's batched group weights (3-D) are quantised per tensor by
     ORT, whose per-channel axis does not follow their output columns, then re-quantised here with one scale per
     group and output column: per tensor cost squeezebert-qa 1.55 F1 points, per group and column 0.66.
-    `keep_fp32` names FP32_FAMILIES whose MatMuls stay fp32: the QA student's remaining loss sits in the FFN output
-    projection, whose input (the GELU output, 1,536 channels) shares one dynamic activation scale per tensor.
+    `keep_fp32` names FP32_FAMILIES whose MatMuls stay fp32, trading speed for accuracy. Most of the QA student's
+    int8 loss sits in the FFN output projection, whose input (the GELU output, 1,536 channels) shares one dynamic
+    activation scale: keeping it fp32 took the tenth stage from 61.32 to 61.83 held-out F1 (fp32 62.08), but the
+    eleventh only from 62.50 to 62.59 (fp32 63.21), for +5% latency and +2.6 MB, so no shipped bundle uses it.
     Returns the scheme, for the manifest."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
