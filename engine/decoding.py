@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import string
+
 import numpy as np
+
+# characters that do not make an answer different when they only surround it
+ANSWER_EDGE = string.punctuation + string.whitespace
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -149,14 +154,17 @@ def best_spans(
     return out
 
 
-def merge_span_candidates(candidates: list[SpanCandidate], top_k: int) -> list[SpanCandidate]:
-    """Best-first across windows, one entry per character span (overlapping windows propose the same spans)."""
-    seen: set[tuple[int, int]] = set()
+def merge_span_candidates(candidates: list[SpanCandidate], top_k: int, text: str | None = None) -> list[SpanCandidate]:
+    """Best-first across windows, one entry per answer: overlapping windows propose the same character spans, and
+    with `text` (the context) spans that differ only by surrounding punctuation or spaces ("Eiffel" and "Eiffel,")
+    or that repeat the same words elsewhere count as one, the best kept."""
+    seen: set = set()
     out = []
     for c in sorted(candidates, key=lambda c: c.logit, reverse=True):
-        if (c.start, c.end) in seen:
+        key = (c.start, c.end) if text is None else text[c.start : c.end].strip(ANSWER_EDGE)
+        if key in seen:
             continue
-        seen.add((c.start, c.end))
+        seen.add(key)
         out.append(c)
         if len(out) == top_k:
             break

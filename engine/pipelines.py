@@ -156,9 +156,10 @@ class QAPipeline(Pipeline):
             columns = slice(shift, shift + b - a)
             candidates += best_spans(
                 out["start_logits"][i, columns], out["end_logits"][i, columns], c_tokens.offsets[a:b],
-                MAX_ANSWER_TOKENS, top_k,
+                MAX_ANSWER_TOKENS, 2 * top_k,  # spare candidates: near-duplicates are merged below
             )
-        ranked = [Answer(context[c.start : c.end], c.score, c.start, c.end) for c in merge_span_candidates(candidates, top_k)]
+        merged = merge_span_candidates(candidates, top_k, context)
+        ranked = [Answer(context[c.start : c.end], c.score, c.start, c.end) for c in merged]
         clock.mark()
         timing = clock.timing(inputs.n_tokens)
         if not ranked:  # a context of only whitespace-like tokens the tokenizer drops

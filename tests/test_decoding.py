@@ -79,5 +79,15 @@ def test_merge_span_candidates_dedupes_across_windows():
     assert [(c.start, c.end, c.logit) for c in merged] == [(0, 4, 5.0), (6, 9, 4.0)]
 
 
+def test_merge_span_candidates_with_text_counts_punctuation_variants_once():
+    text = "Built by Eiffel, in Paris. Eiffel"
+    candidates = [SpanCandidate(9, 15, 5.0, 0.5), SpanCandidate(9, 16, 4.0, 0.2), SpanCandidate(20, 25, 3.0, 0.1),
+                  SpanCandidate(27, 33, 2.5, 0.05), SpanCandidate(0, 5, 2.0, 0.01)]
+    merged = merge_span_candidates(candidates, top_k=3, text=text)
+    assert [text[c.start : c.end] for c in merged] == ["Eiffel", "Paris", "Built"]
+    # without the text only identical character spans merge
+    assert len(merge_span_candidates(candidates, top_k=5)) == 5
+
+
 def test_best_spans_empty_context():
     assert best_spans(np.zeros(0), np.zeros(0), np.zeros((0, 2)), 30, 5) == []
