@@ -72,6 +72,19 @@ def test_best_spans_scores_are_probabilities():
     assert [c.logit for c in spans] == sorted((c.logit for c in spans), reverse=True)
 
 
+@pytest.mark.parametrize("n, max_answer, top_k", [(1, 30, 5), (7, 3, 100), (40, 30, 10), (256, 30, 20)])
+def test_best_spans_match_every_allowed_pair_ranked(n, max_answer, top_k):
+    rng = np.random.default_rng(n)
+    s, e = rng.normal(size=n), rng.normal(size=n)
+    offsets = np.stack([np.arange(n) * 3, np.arange(n) * 3 + 2], 1)
+    every = sorted(
+        ((s[i] + e[j], i, j) for i in range(n) for j in range(i, min(n, i + max_answer))), reverse=True
+    )[:top_k]
+    spans = best_spans(s, e, offsets, max_answer, top_k)
+    assert [(c.start, c.end) for c in spans] == [(offsets[i][0], offsets[j][1]) for _, i, j in every]
+    assert [c.logit for c in spans] == pytest.approx([v for v, _, _ in every])
+
+
 def test_merge_span_candidates_dedupes_across_windows():
     merged = merge_span_candidates(
         [SpanCandidate(0, 4, 3.0, 0.5), SpanCandidate(0, 4, 5.0, 0.6), SpanCandidate(6, 9, 4.0, 0.2)], top_k=5
