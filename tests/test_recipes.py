@@ -1,4 +1,6 @@
 """Recipe stages: a second stage continues the first stage's best model and replaces its bundle."""
+import json
+
 from engine.build.recipes import RUNS, bundle_of, final_stage, stages, train_args
 
 
@@ -24,7 +26,7 @@ def test_students_learn_from_the_last_stage_of_their_teacher_unless_pinned():
     # every QA student stage learnt from bert-qa-3, also those trained while bert-qa-4 was training
     for stage in stages(final_stage("squeezebert-qa")):
         assert value(train_args(stage), "--teacher") == str(RUNS / "bert-qa-3" / "best")
-    assert final_stage("bert-qa") == "bert-qa-5"
+    assert final_stage("bert-qa") == "bert-qa-6"
     args = train_args("squeezebert-qa")
     # the QA student is cut from its teacher and refitted, not started from the task-agnostic encoder
     assert "--student-init" not in args and value(args, "--reconstruct") == "128"
@@ -41,3 +43,16 @@ def test_model_card_shows_every_stage_command():
               " && python -m engine.build.recipes bert-qa-2   # = python -m engine.build.train --lr 5e-5")
     assert short_recipe(recipe) == "python -m engine.build.recipes bert-qa && python -m engine.build.recipes bert-qa-2"
 
+
+
+def test_totals_of_lost_runs_come_from_the_bundle_they_made(tmp_path):
+    from engine.build.recipes import shipped_totals
+
+    manifest = tmp_path / "manifest.json"
+    assert shipped_totals(manifest, "bert-qa-5") is None  # no bundle yet
+    recipe = ("python -m engine.build.recipes bert-qa   # = python -m engine.build.train --lr 1e-4"
+              " && python -m engine.build.recipes bert-qa-5   # = python -m engine.build.train --lr 3e-5")
+    manifest.write_text(json.dumps({"recipe": recipe, "scores": {"training_minutes": 391.9, "training_steps": 9011}}))
+    assert shipped_totals(manifest, "bert-qa-5") == {"minutes": 391.9, "steps": 9011}
+    # the bundle was made by another stage (bert-qa-5 is not its last): its totals would be wrong for bert-qa-6
+    assert shipped_totals(manifest, "bert-qa-4") is None and shipped_totals(manifest, "bert-qa") is None

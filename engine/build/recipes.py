@@ -64,6 +64,9 @@ RECIPES: dict[str, list[str]] = {
     # A fifth, shorter BERT stage (seed 81) to widen a thin margin: the fourth gained +0.74 held-out F1 int8 and
     # left the bundle 0.13 above its floor.
     "bert-qa-5": qa_stage("finetune", "3e-5", 14000, seed=81),
+    # A sixth like it (seed 87): the fifth gained +0.13 held-out F1 int8 (+0.26 with the app's evaluate on a VNNI
+    # host) and the margin over the floor is still about 0.2. Its base was recovered from the fifth's bundle.
+    "bert-qa-6": qa_stage("finetune", "3e-5", 14000, seed=87),
     # A fifth student stage at a fresh rate on another sample (seed 33): the fourth gained on held-out questions
     # at a low rate, so the student is not yet saturated.
     "squeezebert-qa-5": qa_stage("distill-task", "8e-5", 16000, seed=33),
@@ -98,8 +101,8 @@ def previous_stage(name: str) -> str | None:
 # a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
 # may record the command that made it ("recipe"), which the bundle's manifest then quotes for that stage.
 CONTINUES = {name: previous_stage(name) for name in RECIPES if previous_stage(name)}
-# a student bundle -> the BERT stage all its stages learnt from, where that is not its task's last BERT stage
-# (bert-qa-4 trained side by side with squeezebert-qa-5)
+# a student bundle, or one of its stages, -> the BERT stage it learnt from, where that is not its task's last BERT
+# stage: squeezebert-qa's stages learnt from bert-qa-3 (bert-qa-4 trained side by side with squeezebert-qa-5)
 TEACHERS = {"squeezebert-qa": "bert-qa-3"}
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
 
@@ -124,7 +127,8 @@ def train_args(name: str, student_init: str | None = None) -> list[str]:
         args += ["--base", previous]
     if name.startswith("squeezebert-"):
         task = bundle_of(name).split("-", 1)[1]
-        args += ["--teacher", str(RUNS / TEACHERS.get(bundle_of(name), final_stage(f"bert-{task}")) / "best")]
+        teacher = TEACHERS.get(name) or TEACHERS.get(bundle_of(name)) or final_stage(f"bert-{task}")
+        args += ["--teacher", str(RUNS / teacher / "best")]
         start = student_init or previous or (None if "--reconstruct" in args else str(RUNS / "squeeze-general" / "best"))
         args += ["--student-init", start] if start else []
     return args
@@ -151,6 +155,19 @@ def validation_scores(bundle: Path, task: str, data_dir: Path) -> dict:
         Path(f.name).unlink()
 
 
+def shipped_totals(manifest_path: Path, stage: str) -> dict | None:
+    """{"minutes", "steps"} of every stage up to `stage` as the bundle's manifest records them, if its recipe ends
+    with that stage."""
+    if not manifest_path.exists():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    last = manifest.get("recipe", "").split(" && ")[-1]
+    scores = manifest.get("scores") or {}
+    if not last.startswith(f"python -m engine.build.recipes {stage} ") or scores.get("training_minutes") is None:
+        return None
+    return {"minutes": scores["training_minutes"], "steps": scores["training_steps"]}
+
+
 def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
     from engine.build.export import build_bundle
 
@@ -168,6 +185,11 @@ def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
                         + "   # = python -m engine.build.train " + shlex.join(train_args(stage, init)))
     recipe = " && ".join(commands)
     out = ROOT / "assets" / "models" / bundle_of(name)
+    this_run = RUNS / name / "done"
+    if len(finished) < len(stages(name)) and name in CONTINUES and this_run.exists():
+        # earlier runs are gone (their model recovered from the bundle): the bundle this one replaces has their totals
+        earlier = shipped_totals(out / "manifest.json", CONTINUES[name])
+        finished = [earlier, json.loads(this_run.read_text())] if earlier else finished
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32"
         build_bundle(best, fp32, precision="fp32", max_length=EXPORT_MAX_LENGTH[task])
