@@ -44,7 +44,6 @@ def test_model_card_shows_every_stage_command():
     assert short_recipe(recipe) == "python -m engine.build.recipes bert-qa && python -m engine.build.recipes bert-qa-2"
 
 
-
 def test_totals_of_lost_runs_come_from_the_bundle_they_made(tmp_path):
     from engine.build.recipes import shipped_totals
 

@@ -101,8 +101,8 @@ def previous_stage(name: str) -> str | None:
 # a later stage -> the run whose best model it continues; its bundle replaces that run's. A finished run's `done`
 # may record the command that made it ("recipe"), which the bundle's manifest then quotes for that stage.
 CONTINUES = {name: previous_stage(name) for name in RECIPES if previous_stage(name)}
-# a student bundle, or one of its stages, -> the BERT stage it learnt from, where that is not its task's last BERT
-# stage: squeezebert-qa's stages learnt from bert-qa-3 (bert-qa-4 trained side by side with squeezebert-qa-5)
+# a student bundle -> the BERT stage all its stages learnt from, where that is not its task's last BERT stage
+# (bert-qa-4 trained side by side with squeezebert-qa-5)
 TEACHERS = {"squeezebert-qa": "bert-qa-3"}
 EXPORT_MAX_LENGTH = {"sentiment": 128, "entities": 128, "qa": 256}
 
@@ -127,8 +127,7 @@ def train_args(name: str, student_init: str | None = None) -> list[str]:
         args += ["--base", previous]
     if name.startswith("squeezebert-"):
         task = bundle_of(name).split("-", 1)[1]
-        teacher = TEACHERS.get(name) or TEACHERS.get(bundle_of(name)) or final_stage(f"bert-{task}")
-        args += ["--teacher", str(RUNS / teacher / "best")]
+        args += ["--teacher", str(RUNS / TEACHERS.get(bundle_of(name), final_stage(f"bert-{task}")) / "best")]
         start = student_init or previous or (None if "--reconstruct" in args else str(RUNS / "squeeze-general" / "best"))
         args += ["--student-init", start] if start else []
     return args
@@ -173,11 +172,12 @@ def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
 
     task = bundle_of(name).split("-", 1)[1]
     best = RUNS / name / "best"
-    commands, finished = [], []
+    commands, finished, this_run = [], [], None
     for stage in stages(name):
         done = RUNS / stage / "done"
         record = json.loads(done.read_text()) if done.exists() else None
         finished += [record] if record else []
+        this_run = record if stage == name else this_run
         init = student_init if stage == name else None
         command = [stage] + (["--student-init", init] if init else [])
         recorded = record.get("recipe") if record and stage != name else None
@@ -185,11 +185,10 @@ def export(name: str, data_dir: Path, student_init: str | None = None) -> dict:
                         + "   # = python -m engine.build.train " + shlex.join(train_args(stage, init)))
     recipe = " && ".join(commands)
     out = ROOT / "assets" / "models" / bundle_of(name)
-    this_run = RUNS / name / "done"
-    if len(finished) < len(stages(name)) and name in CONTINUES and this_run.exists():
+    if len(finished) < len(stages(name)) and name in CONTINUES and this_run:
         # earlier runs are gone (their model recovered from the bundle): the bundle this one replaces has their totals
         earlier = shipped_totals(out / "manifest.json", CONTINUES[name])
-        finished = [earlier, json.loads(this_run.read_text())] if earlier else finished
+        finished = [earlier, this_run] if earlier else finished
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32"
         build_bundle(best, fp32, precision="fp32", max_length=EXPORT_MAX_LENGTH[task])
