@@ -4,6 +4,7 @@
   python main.py analyze --task sentiment "text"   one result as JSON
   python main.py evaluate --task qa --model bert --data dev-v1.1.json
   python main.py self-test                          check every bundled model
+  python main.py profile --task sentiment           kernel time in projections, attention and the rest
   python main.py screenshot --tab qa --out qa.png   render a tab with its first sample analysed
 
 The last line of stdout of every headless command is one JSON object.
@@ -153,15 +154,42 @@ def cmd_benchmark(args) -> int:
         save_chart(report, args.chart)
     if args.json:
         emit({"seq_len": seq_lens[0] if len(seq_lens) == 1 else seq_lens, "batch": 1, "threads": report["threads"],
-              "results": report["results"], "cpu": report["cpu"], "peak_fp32_gemm_gflops": report["peak_fp32_gemm_gflops"],
+              "results": report["results"], "cpu": report["cpu"], "peak_gemm_gflops": report["peak_gemm_gflops"],
               "notes": report["notes"]})
+    return 0
+
+
+def cmd_profile(args) -> int:
+    import importlib.util
+
+    from engine.profile import KINDS, profile_task
+    from engine.session import physical_cores
+
+    if importlib.util.find_spec("onnx") is None:
+        raise CliError("profile needs the onnx package: install the 'build' extra (bash scripts/setup.sh build)")
+    if not 8 <= args.seq_len <= 512 or args.runs < 1:
+        raise CliError("--seq-len must be between 8 and 512 and --runs at least 1")
+    report = profile_task(args.task, args.seq_len, args.runs, physical_cores())
+    out = sys.stderr if args.json else sys.stdout
+    print(f"{args.task}, seq {args.seq_len}, batch 1, {report['threads']} threads: kernel ms per run over "
+          f"{args.runs} runs", file=out)
+    print(f"{'model':18s}" + "".join(f"{k:>13s}" for k in KINDS) + f"{'total':>10s}   largest op types", file=out)
+    for name, m in report["models"].items():
+        top = ", ".join(f"{o['op']} {o['ms']:.2f} ({o['nodes']})" for o in m["by_op"][:4])
+        print(f"{name:18s}" + "".join(f"{m['by_kind_ms'][k]:13.2f}" for k in KINDS) + f"{m['kernel_ms']:10.2f}   {top}",
+              file=out)
+    for note in report["notes"]:
+        print(f"note: {note}", file=out)
+    if args.json:
+        emit(report)
     return 0
 
 
 def benchmark_summary(report: dict) -> list[str]:
     """Ratios that matter, per sequence length: the architecture's gain and the gain over what users run today."""
+    peaks = report["peak_gemm_gflops"]
     lines = [f"CPU: {report['cpu']}, {report['threads']} threads, batch 1, {report['runs']} interleaved runs; "
-             f"fp32 GEMM peak {report['peak_fp32_gemm_gflops']} GFLOP/s"]
+             f"GEMM peak fp32 {peaks['fp32']} GFLOP/s, int8 {peaks['int8'] or 'not measured (no onnx)'} GOP/s"]
     for seq in report["seq_lens"]:
         rows = {(r["model"], r["precision"], r["runtime"]): r for r in report["results"] if r["seq_len"] == seq}
         sq = rows.get(("squeezebert", "int8", "onnxruntime"))
@@ -217,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last line of stdout: the results as JSON")
     p.add_argument("--chart", help="also draw latency against sequence length into this PNG")
     p.set_defaults(run=cmd_benchmark)
+
+    p = sub.add_parser("profile", help="ONNX Runtime's profiler: kernel time in projections, attention and the rest")
+    p.add_argument("--task", choices=TASKS, default="sentiment")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--json", action="store_true", help="last line of stdout: the profile as JSON")
+    p.set_defaults(run=cmd_profile)
 
     p = sub.add_parser("startup", help="open the window and time it: first paint, first result, all models loaded, memory")
     p.set_defaults(run=cmd_startup)

@@ -54,35 +54,47 @@ def macs_per_sequence(config: dict, seq: int) -> int:
     return int(layers * per_layer)
 
 
-def measured_peak_gflops(threads: int) -> float:
-    """fp32 GEMM throughput of this machine through ONNX Runtime's MatMul (the ceiling the fp32 rows aim at)."""
+def measured_peak_gflops(threads: int) -> dict[str, float | None]:
+    """GEMM throughput of this machine through ONNX Runtime, per precision: the ceilings the rows aim at.
+
+    fp32: a 1024^3 MatMul. int8: the same as MatMulInteger (u8 activations x s8 weights, the kernels the int8
+    bundles run), in multiply-adds x 2 per second like the fp32 figure. Without the onnx package (a run-time
+    install) numpy's BLAS stands in for fp32 and there is no int8 figure."""
     import onnxruntime as ort
 
     n = 1024
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    if importlib.util.find_spec("onnx") is None:  # run-time install: numpy's BLAS stands in
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    if importlib.util.find_spec("onnx") is None:
         t = time.perf_counter()
         for _ in range(5):
             a @ a
-        return 2 * n**3 * 5 / (time.perf_counter() - t) / 1e9
-    from onnx import TensorProto, helper
+        return {"fp32": 2 * n**3 * 5 / (time.perf_counter() - t) / 1e9, "int8": None}
+    from onnx import TensorProto, helper, numpy_helper
 
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    session.run(None, {"a": a, "b": a})
-    times = []
-    for _ in range(10):
-        t = time.perf_counter()
-        session.run(None, {"a": a, "b": a})
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / min(times) / 1e9
+    def best_gflops(node, a_type, c_type, feed, initialisers):
+        graph = helper.make_graph(
+            [node], "gemm", [helper.make_tensor_value_info("a", a_type, [n, n])],
+            [helper.make_tensor_value_info("c", c_type, [n, n])], initialisers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"a": feed})
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            session.run(None, {"a": feed})
+            times.append(time.perf_counter() - t)
+        return 2 * n**3 / min(times) / 1e9
+
+    weights = rng.integers(-127, 128, (n, n), dtype=np.int8)
+    return {
+        "fp32": best_gflops(helper.make_node("MatMul", ["a", "b"], ["c"]), TensorProto.FLOAT, TensorProto.FLOAT, a,
+                            [numpy_helper.from_array(a, "b")]),
+        "int8": best_gflops(helper.make_node("MatMulInteger", ["a", "b"], ["c"]), TensorProto.UINT8, TensorProto.INT32,
+                            rng.integers(0, 256, (n, n), dtype=np.uint8), [numpy_helper.from_array(weights, "b")]),
+    }
 
 
 def minilm_like_config() -> dict:
@@ -196,15 +208,16 @@ def cpu_name(cpuinfo: str | None = None) -> str:
 
 
 def add_efficiency(report: dict) -> dict:
-    """MACs per sequence for each architecture and the achieved fraction of the measured fp32 GEMM peak."""
+    """MACs per sequence for each architecture and the achieved fraction of the GEMM peak of the row's precision."""
     squeeze = {**minilm_like_config(), **{k: 4 for k in ("q_groups", "k_groups", "v_groups", "intermediate_groups", "output_groups")}, "post_attention_groups": 1}
     configs = {"bert": minilm_like_config(), "squeezebert": squeeze}
-    peak = measured_peak_gflops(report["threads"])
-    report["peak_fp32_gemm_gflops"] = round(peak, 1)
+    peaks = measured_peak_gflops(report["threads"])
+    report["peak_gemm_gflops"] = {k: round(v, 1) if v else None for k, v in peaks.items()}
     for row in report["results"]:
         macs = macs_per_sequence(configs[row["model"]], row["seq_len"])
         row["macs"] = macs
         achieved = 2 * macs / (row["p50_ms"] / 1000) / 1e9
         row["achieved_gflops"] = round(achieved, 1)
-        row["fraction_of_fp32_peak"] = round(achieved / peak, 3)
+        peak = peaks[row["precision"]]
+        row["fraction_of_peak"] = round(achieved / peak, 3) if peak else None
     return report

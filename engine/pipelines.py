@@ -1,14 +1,13 @@
 """Task pipelines: pre-process (tokenise, window) -> run (ONNX Runtime) -> post-process (pure decoding)."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from engine.bundle import Bundle, load_bundle, resolve
-import threading
-
 from engine.errors import Cancelled, InputError
 from engine.decoding import best_spans, decode_iob, group_words, merge_span_candidates, merge_window_logits, softmax
 from engine.results import Answer, EntitiesResult, Entity, ModelInfo, QAResult, SentimentResult, Timing
@@ -19,8 +18,6 @@ MAX_CHARS = 200_000  # a long paste is fine; a whole book in one box is a mistak
 WINDOWS_PER_RUN = 16  # windows of a long text go through the model in batches of this many
 MAX_QUESTION_TOKENS = 64
 MAX_ANSWER_TOKENS = 30
-
-
 
 
 def check_text(text: str, what: str = "text") -> None:

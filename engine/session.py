@@ -20,17 +20,23 @@ def physical_cores() -> int:
 from engine.errors import InferenceError  # noqa: E402  (re-exported)
 
 
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """The settings every session here runs with (the app's, the benchmark's and the profiler's)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Pool threads otherwise spin for a while after each run, taking both cores from whatever runs next: the
+    # UI thread, tokenisation, or another model's session (interleaved runs were twice as slow).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return options
+
+
 class OnnxSession:
     def __init__(self, model_path: str | Path, threads: int | None = None):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or physical_cores()
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # Pool threads otherwise spin for a while after each run, taking both cores from whatever runs next: the
-        # UI thread, tokenisation, or another model's session (interleaved runs were twice as slow).
-        options.add_session_config_entry("session.force_spinning_stop", "1")
+        options = session_options(threads)
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for bad graphs

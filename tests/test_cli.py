@@ -93,3 +93,15 @@ def test_benchmark_json_rows_and_chart(models_dir, tmp_path):
 
     image = QImage(str(chart))
     assert image.width() > 400 and len({image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}) > 5
+
+
+def test_profile_splits_kernel_time_for_every_model(models_dir):
+    done = run("profile", "--seq-len", "16", "--runs", "2", "--json", models=models_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = last_json(done)
+    assert set(report["models"]) == {"squeezebert int8", "bert int8", "squeezebert fp32", "bert fp32"}
+    for name, model in report["models"].items():
+        assert model["runs"] == 2 and model["by_kind_ms"]["projections"] > 0 and model["by_kind_ms"]["attention"] > 0, name
+    assert "projections" in done.stderr  # the table goes to stderr with --json
+    bad = run("profile", "--seq-len", "4", models=models_dir)
+    assert bad.returncode == 2 and "--seq-len" in bad.stderr

@@ -1,0 +1,127 @@
+"""Where a model's time goes: ONNX Runtime's profiler, kernel time per run in projections, attention and the rest.
+
+The split is the argument about the limit in docs/benchmarks.md: SqueezeBERT only makes the projections cheaper;
+attention and the element-wise work (LayerNorm, GELU, bias adds, layout transposes, embeddings) stay. Node kinds
+come from the graph as ONNX Runtime optimised it (its fused int8 ops carry the names the profiler reports), so
+this needs the `onnx` package (the build extra).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+# int8 projection kernels and the activation quantisation that feeds them
+QUANTISED_PROJECTIONS = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
+                         "QLinearMatMul", "QuantizeLinear"}
+MATMULS = {"MatMul", "FusedMatMul", "Gemm"}
+KINDS = ("projections", "attention", "other")
+
+
+def node_kind(op_type: str, inputs: list[str], constants: set[str]) -> str:
+    """projections (a MatMul against weights, int8 or fp32), attention (MatMul of two activations, Softmax), other."""
+    if op_type in QUANTISED_PROJECTIONS:
+        return "projections"
+    if op_type in MATMULS:
+        return "projections" if any(name in constants for name in inputs[:2]) else "attention"
+    if op_type == "Softmax":
+        return "attention"
+    return "other"
+
+
+def summarise(events: list[dict], kinds: dict[str, str], skip_runs: int = 0) -> dict:
+    """Kernel milliseconds per run by kind and by op type, from a profile's events and each node's kind.
+
+    The first `skip_runs` calls (warm-up) are left out: a node's event counts if it starts after their end."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    if len(runs) <= skip_runs:
+        raise ValueError(f"the profile holds {len(runs)} runs, not more than the {skip_runs} to skip")
+    after = runs[skip_runs - 1][1] if skip_runs else float("-inf")
+    by_kind: dict[str, float] = defaultdict(float)
+    by_op: dict[str, float] = defaultdict(float)
+    nodes: dict[str, set] = defaultdict(set)
+    counted = len(runs) - skip_runs
+    for event in events:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time") or event["ts"] < after:
+            continue
+        node = event["name"][: -len("_kernel_time")]
+        op = event["args"]["op_name"]
+        ms = event["dur"] / 1000 / counted
+        by_kind[kinds.get(node, "other")] += ms
+        by_op[op] += ms
+        nodes[op].add(node)
+    return {
+        "runs": counted,
+        "kernel_ms": round(sum(by_kind.values()), 3),
+        "by_kind_ms": {k: round(by_kind.get(k, 0.0), 3) for k in KINDS},
+        "by_op": [{"op": op, "ms": round(ms, 3), "nodes": len(nodes[op])}
+                  for op, ms in sorted(by_op.items(), key=lambda item: -item[1])],
+    }
+
+
+def profile_model(model_path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int, warmup: int = 10) -> dict:
+    """`warmup` calls then `runs` profiled ones; kernel time per run by kind and by op type."""
+    import onnx
+    import onnxruntime as ort
+
+    from engine.session import session_options
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = session_options(threads)
+        options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+        constants = {t.name for t in graph.initializer}
+        kinds = {n.name: node_kind(n.op_type, list(n.input), constants) for n in graph.node}
+
+        options = session_options(threads)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
+        for _ in range(warmup + runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return summarise(events, kinds, skip_runs=warmup)
+
+
+def model_paths(task: str, notes: list[str]) -> dict[str, Path]:
+    """The shipped int8 bundles of both architectures, and fp32 exports of their configuration when torch is here."""
+    import importlib.util
+
+    from engine.bundle import models_dir
+
+    paths = {f"{arch} int8": models_dir() / f"{arch}-{task}" for arch in ("squeezebert", "bert")
+             if (models_dir() / f"{arch}-{task}" / "model.onnx").is_file()}
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        notes.append("torch/transformers not installed: fp32 rows skipped (install the 'build' extra)")
+        return paths
+    from engine.build.benchmark_reference import export_random
+
+    for arch in ("squeezebert", "bert"):
+        tokenizer = (paths.get(f"{arch} int8") or next(iter(paths.values()))) / "tokenizer.json"
+        paths[f"{arch} fp32"] = export_random(task, arch, "fp32", tokenizer)
+    return paths
+
+
+def profile_task(task: str, seq_len: int, runs: int, threads: int) -> dict:
+    """Every model of `task` on one input of exactly `seq_len` tokens (batch 1)."""
+    from engine.benchmark import text_of_length
+    from engine.tokenization import WordPieceTokenizer
+
+    notes: list[str] = []
+    paths = model_paths(task, notes)
+    if not paths:
+        raise FileNotFoundError(f"no {task} models to profile")
+    models = {}
+    for name, path in paths.items():
+        tokenizer = WordPieceTokenizer(path / "tokenizer.json")
+        tokens = tokenizer.tokenize(text_of_length(tokenizer, seq_len - 2))
+        inputs = tokenizer.single_inputs(tokens, seq_len, 0)
+        feeds = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
+                 "token_type_ids": inputs.token_type_ids}
+        models[name] = profile_model(path / "model.onnx", feeds, runs, threads)
+    return {"task": task, "seq_len": seq_len, "threads": threads, "models": models, "notes": notes}

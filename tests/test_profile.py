@@ -1,0 +1,47 @@
+"""The profiler's split of kernel time into projections, attention and the rest."""
+import numpy as np
+import pytest
+
+from engine.profile import node_kind, profile_model, summarise
+
+
+def test_node_kind_tells_weights_from_activations():
+    weights = {"W"}
+    assert node_kind("DynamicQuantizeMatMul", ["x", "W_quantized"], weights) == "projections"
+    assert node_kind("MatMul", ["x", "W"], weights) == "projections"
+    assert node_kind("FusedMatMul", ["q", "k"], weights) == "attention"  # QK^T: two activations
+    assert node_kind("Softmax", ["scores"], weights) == "attention"
+    assert node_kind("Add", ["x", "W"], weights) == "other"  # a bias add is element-wise work
+
+
+def event(name, ts, dur, op=None):
+    if op is None:
+        return {"cat": "Session", "name": name, "ts": ts, "dur": dur}
+    return {"cat": "Node", "name": name + "_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+
+def test_summarise_leaves_out_warm_up_and_averages_per_run():
+    events = [event("model_run", 0, 100), event("mm", 10, 90, "MatMul"),  # warm-up: slow first call
+              event("model_run", 200, 30), event("mm", 205, 20, "MatMul"), event("add", 226, 4, "Add"),
+              event("model_run", 300, 30), event("mm", 305, 10, "MatMul"), event("add", 316, 2, "Add")]
+    summary = summarise(events, {"mm": "projections", "add": "other"}, skip_runs=1)
+    assert summary["runs"] == 2
+    assert summary["by_kind_ms"] == {"projections": 0.015, "attention": 0.0, "other": 0.003}
+    assert summary["kernel_ms"] == 0.018
+    assert [(o["op"], o["nodes"]) for o in summary["by_op"]] == [("MatMul", 1), ("Add", 1)]
+    with pytest.raises(ValueError):
+        summarise(events, {}, skip_runs=3)
+
+
+@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
+def test_profile_of_an_int8_bundle_accounts_for_its_kernels(tiny_bundles, architecture):
+    bundle = tiny_bundles[(architecture, "sentiment")]
+    ids = np.array([[2, 7, 8, 9, 10, 11, 3]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    summary = profile_model(bundle / "model.onnx", feeds, runs=3, threads=1, warmup=2)
+    kinds = summary["by_kind_ms"]
+    assert summary["runs"] == 3
+    assert kinds["projections"] > 0 and kinds["attention"] > 0 and kinds["other"] > 0
+    assert sum(kinds.values()) == pytest.approx(summary["kernel_ms"], abs=0.002)
+    ops = {o["op"] for o in summary["by_op"]}
+    assert "Softmax" in ops and ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}
