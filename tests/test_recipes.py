@@ -23,9 +23,12 @@ def test_second_stage_continues_the_first_and_builds_its_bundle():
 
 
 def test_students_learn_from_the_last_stage_of_their_teacher_unless_pinned():
-    # every QA student stage learnt from bert-qa-3, also those trained while bert-qa-4 was training
-    for stage in stages(final_stage("squeezebert-qa")):
+    # the QA student's first eleven stages learnt from bert-qa-3, also those trained while bert-qa-4 was training;
+    # the later ones are pinned to bert-qa-6
+    for stage in stages("squeezebert-qa-11"):
         assert value(train_args(stage), "--teacher") == str(RUNS / "bert-qa-3" / "best")
+    for stage in stages(final_stage("squeezebert-qa"))[11:]:
+        assert value(train_args(stage), "--teacher") == str(RUNS / "bert-qa-6" / "best")
     assert final_stage("bert-qa") == "bert-qa-6"
     args = train_args("squeezebert-qa")
     # the QA student is cut from its teacher and refitted, not started from the task-agnostic encoder
@@ -55,3 +58,12 @@ def test_totals_of_lost_runs_come_from_the_bundle_they_made(tmp_path):
     assert shipped_totals(manifest, "bert-qa-5") == {"minutes": 391.9, "steps": 9011}
     # the bundle was made by another stage (bert-qa-5 is not its last): its totals would be wrong for bert-qa-6
     assert shipped_totals(manifest, "bert-qa-4") is None and shipped_totals(manifest, "bert-qa") is None
+
+
+def test_a_stage_can_go_on_from_the_previous_stages_last_step():
+    from engine.build.recipes import FROM_LAST
+
+    for stage in FROM_LAST:
+        previous = stages(stage)[-2]
+        assert value(train_args(stage), "--student-init") == str(RUNS / previous / "last")
+    assert value(train_args("squeezebert-qa-12"), "--student-init") == str(RUNS / "squeezebert-qa-11" / "best")

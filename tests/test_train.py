@@ -38,6 +38,7 @@ def test_finetune_stops_resumes_and_keeps_the_best(tmp_path, tiny_base, task):
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [2, 4]
     assert (out / "best" / "config.json").is_file() and (out / "best" / "tokenizer.json").is_file()
+    assert (out / "last" / "config.json").is_file() and (out / "last" / "tokenizer.json").is_file()
     assert json.loads((out / "best" / "validation.json").read_text())["step"] in (2, 4)
 
 

@@ -9,7 +9,8 @@ Modes:
 
 Every run writes `checkpoint.pt` (weights, optimiser, schedule, data position, best score) every --save-every steps
 and whenever it stops for --max-minutes, and picks up from it when started again with the same arguments. The best
-model on the validation split is kept in `best/` in Hugging Face format, ready for `engine.build.export`.
+model on the validation split is kept in `best/` in Hugging Face format, ready for `engine.build.export`, and the
+model at the last step in `last/` (a small validation sample can pick an early step by chance).
 
   python -m engine.build.train --mode finetune --task sentiment --out runs/bert-sentiment
 """
@@ -400,6 +401,8 @@ def run(args):
                 checkpoint_now()
                 log(f"stopping at step {step} for --max-minutes; run again to resume")
                 return
+    student.save_pretrained(out / "last")
+    (out / "last" / "tokenizer.json").write_bytes(tokenizer_file.read_bytes())
     (out / "done").write_text(json.dumps({"best": best, "steps": step, "minutes": history[-1]["minutes"]}))
     log(f"done: best {PRIMARY[task]} {best:.3f}")
 
