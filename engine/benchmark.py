@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.bundle import load_bundle, models_dir
 from engine.pipelines import PIPELINES
-from engine.session import physical_cores
+from engine.session import physical_cores, session_options
 
 CACHE = Path(tempfile.gettempdir()) / "squeezebert-desktop-benchmark"
 FILLER = "the film was good and the tower stood in paris for many years while people came to see it ."
@@ -77,9 +77,8 @@ def measured_peak_gflops(threads: int) -> dict[str, float | None]:
             [node], "gemm", [helper.make_tensor_value_info("a", a_type, [n, n])],
             [helper.make_tensor_value_info("c", c_type, [n, n])], initialisers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
+                                       providers=["CPUExecutionProvider"])
         session.run(None, {"a": feed})
         times = []
         for _ in range(30):
