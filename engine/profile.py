@@ -99,10 +99,11 @@ def model_paths(task: str, notes: list[str]) -> dict[str, Path]:
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
         notes.append("torch/transformers not installed: fp32 rows skipped (install the 'build' extra)")
         return paths
+    from engine.benchmark import any_tokenizer
     from engine.build.benchmark_reference import export_random
 
     for arch in ("squeezebert", "bert"):
-        tokenizer = (paths.get(f"{arch} int8") or next(iter(paths.values()))) / "tokenizer.json"
+        tokenizer = paths[f"{arch} int8"] / "tokenizer.json" if f"{arch} int8" in paths else any_tokenizer()
         paths[f"{arch} fp32"] = export_random(task, arch, "fp32", tokenizer)
     return paths
 
@@ -110,12 +111,14 @@ def model_paths(task: str, notes: list[str]) -> dict[str, Path]:
 def profile_task(task: str, seq_len: int, runs: int, threads: int) -> dict:
     """Every model of `task` on one input of exactly `seq_len` tokens (batch 1)."""
     from engine.benchmark import text_of_length
+    from engine.bundle import models_dir
+    from engine.errors import BundleError
     from engine.tokenization import WordPieceTokenizer
 
     notes: list[str] = []
     paths = model_paths(task, notes)
     if not paths:
-        raise FileNotFoundError(f"no {task} models to profile")
+        raise BundleError(f"no {task} models to profile: no bundles in {models_dir()} and no torch to export any")
     models = {}
     for name, path in paths.items():
         tokenizer = WordPieceTokenizer(path / "tokenizer.json")

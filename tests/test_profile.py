@@ -45,3 +45,14 @@ def test_profile_of_an_int8_bundle_accounts_for_its_kernels(tiny_bundles, archit
     assert sum(kinds.values()) == pytest.approx(summary["kernel_ms"], abs=0.002)
     ops = {o["op"] for o in summary["by_op"]}
     assert "Softmax" in ops and ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}
+
+
+def test_profile_without_models_says_so(tmp_path, monkeypatch):
+    import engine.bundle
+    import engine.profile
+    from engine.errors import BundleError
+
+    monkeypatch.setattr(engine.bundle, "models_dir", lambda: tmp_path)
+    monkeypatch.setattr(engine.profile, "model_paths", lambda task, notes: {})
+    with pytest.raises(BundleError, match="no qa models"):
+        engine.profile.profile_task("qa", 32, 1, 1)
