@@ -100,6 +100,9 @@ RECIPES: dict[str, list[str]] = {
     # below its teacher, with its rate run out.
     "squeezebert-entities-2": ["--mode", "distill-task", "--task", "entities", "--epochs", "6", "--lr", "1e-4",
                                "--batch-size", "16", "--eval-every", "500", "--seed", "7"],
+    # A third (seed 9, half the rate again, 4 epochs): the second gained 1.6 F1 and is still 4.9 below its teacher.
+    "squeezebert-entities-3": ["--mode", "distill-task", "--task", "entities", "--epochs", "4", "--lr", "5e-5",
+                               "--batch-size", "16", "--eval-every", "500", "--seed", "9"],
     # The same for sentiment (seed 7, half the first's rate, one epoch): 1.5 points below its teacher.
     "squeezebert-sentiment-2": ["--mode", "distill-task", "--task", "sentiment", "--epochs", "1", "--lr", "5e-5",
                                 "--batch-size", "32", "--eval-every", "400", "--seed", "7"],
