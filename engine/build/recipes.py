@@ -31,6 +31,14 @@ def qa_stage(mode: str, lr: str, questions: int, seed: int | None = None, eval_e
             + (["--reconstruct", str(reconstruct)] if reconstruct else []) + (["--seed", str(seed)] if seed else []))
 
 
+def distill_stage(task: str, epochs: int, lr: str, seed: int) -> list[str]:
+    """A later sentiment or entities student stage: the first stage's batch size, another seed, its own length and
+    rate. Every such stage shares all but these arguments."""
+    batch, eval_every = {"sentiment": ("32", "400"), "entities": ("16", "500")}[task]
+    return ["--mode", "distill-task", "--task", task, "--epochs", str(epochs), "--lr", lr, "--batch-size", batch,
+            "--eval-every", eval_every, "--seed", str(seed)]
+
+
 RECIPES: dict[str, list[str]] = {
     "squeeze-general": ["--mode", "distill-general", "--max-steps", "3000", "--lr", "3e-4", "--batch-size", "32",
                         "--eval-every", "500"],
@@ -98,17 +106,13 @@ RECIPES: dict[str, list[str]] = {
     "squeezebert-qa-14": qa_stage("distill-task", "5e-5", 27000, seed=105),
     # A second entities stage (seed 7, half the first's rate, 6 epochs): the first stopped after 20 min, 6.5 F1
     # below its teacher, with its rate run out.
-    "squeezebert-entities-2": ["--mode", "distill-task", "--task", "entities", "--epochs", "6", "--lr", "1e-4",
-                               "--batch-size", "16", "--eval-every", "500", "--seed", "7"],
+    "squeezebert-entities-2": distill_stage("entities", 6, "1e-4", seed=7),
     # A third (seed 9, half the rate again, 4 epochs): the second gained 1.6 F1 and is still 4.9 below its teacher.
-    "squeezebert-entities-3": ["--mode", "distill-task", "--task", "entities", "--epochs", "4", "--lr", "5e-5",
-                               "--batch-size", "16", "--eval-every", "500", "--seed", "9"],
+    "squeezebert-entities-3": distill_stage("entities", 4, "5e-5", seed=9),
     # The same for sentiment (seed 7, half the first's rate, one epoch): 1.5 points below its teacher.
-    "squeezebert-sentiment-2": ["--mode", "distill-task", "--task", "sentiment", "--epochs", "1", "--lr", "5e-5",
-                                "--batch-size", "32", "--eval-every", "400", "--seed", "7"],
+    "squeezebert-sentiment-2": distill_stage("sentiment", 1, "5e-5", seed=7),
     # A third (seed 8): the second's validation accuracy rose at every check up to its last step.
-    "squeezebert-sentiment-3": ["--mode", "distill-task", "--task", "sentiment", "--epochs", "1", "--lr", "5e-5",
-                                "--batch-size", "32", "--eval-every", "400", "--seed", "8"],
+    "squeezebert-sentiment-3": distill_stage("sentiment", 1, "5e-5", seed=8),
 }
 
 
