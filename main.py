@@ -137,6 +137,8 @@ def cmd_batch(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
+    import importlib.util
+
     from engine.benchmark import add_efficiency, run_benchmark
 
     try:
@@ -145,7 +147,11 @@ def cmd_benchmark(args) -> int:
         raise CliError(f"--seq-len takes numbers separated by commas, got {args.seq_len!r}") from None
     if not seq_lens or any(not 8 <= s <= 512 for s in seq_lens):
         raise CliError("--seq-len values must be between 8 and 512")
-    report = add_efficiency(run_benchmark(args.task, seq_lens, args.runs, progress=lambda line: print(line, file=sys.stderr)))
+    if args.encoder != "shipped" and not all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
+        raise CliError(f"--encoder {args.encoder} exports random-weight models, which needs torch and transformers: "
+                       "install the 'build' extra (bash scripts/setup.sh build)")
+    report = add_efficiency(run_benchmark(args.task, seq_lens, args.runs, progress=lambda line: print(line, file=sys.stderr),
+                                        encoder=args.encoder))
     for line in benchmark_summary(report):
         print(line, file=sys.stderr if args.json else sys.stdout)
     if args.chart:
@@ -154,7 +160,7 @@ def cmd_benchmark(args) -> int:
         save_chart(report, args.chart)
     if args.json:
         emit({"seq_len": seq_lens[0] if len(seq_lens) == 1 else seq_lens, "batch": 1, "threads": report["threads"],
-              "results": report["results"], "cpu": report["cpu"], "peak_gemm_gflops": report["peak_gemm_gflops"],
+              "encoder": report["encoder"], "results": report["results"], "cpu": report["cpu"], "peak_gemm_gflops": report["peak_gemm_gflops"],
               "notes": report["notes"]})
     return 0
 
@@ -188,7 +194,8 @@ def cmd_profile(args) -> int:
 def benchmark_summary(report: dict) -> list[str]:
     """Ratios that matter, per sequence length: the architecture's gain and the gain over what users run today."""
     peaks = report["peak_gemm_gflops"]
-    lines = [f"CPU: {report['cpu']}, {report['threads']} threads, batch 1, {report['runs']} interleaved runs; "
+    lines = [f"CPU: {report['cpu']}, {report['threads']} threads, batch 1, {report['runs']} interleaved runs, "
+             f"{report['encoder']} encoder size; "
              f"GEMM peak fp32 {peaks['fp32']} GFLOP/s, int8 {peaks['int8'] or 'not measured (no onnx)'} GOP/s"]
     for seq in report["seq_lens"]:
         rows = {(r["model"], r["precision"], r["runtime"]): r for r in report["results"] if r["seq_len"] == seq}
@@ -244,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--json", action="store_true", help="last line of stdout: the results as JSON")
     p.add_argument("--chart", help="also draw latency against sequence length into this PNG")
+    p.add_argument("--encoder", choices=["shipped", "base"], default="shipped",
+                   help="shipped: the bundles' 6 x 384 (default); base: BERT-base's 12 x 768, random weights")
     p.set_defaults(run=cmd_benchmark)
 
     p = sub.add_parser("profile", help="ONNX Runtime's profiler: kernel time in projections, attention and the rest")

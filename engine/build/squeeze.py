@@ -12,8 +12,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from transformers import BertConfig, SqueezeBertConfig
 
-# The paper's grouping: Q, K, V and both FFN layers grouped, the attention output projection dense.
-PAPER_GROUPS = dict(q_groups=4, k_groups=4, v_groups=4, post_attention_groups=1, intermediate_groups=4, output_groups=4)
+from engine.benchmark import PAPER_GROUPS
 
 
 def squeezebert_config(bert: BertConfig, groups: int = 4) -> SqueezeBertConfig:
