@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 TASKS = ("sentiment", "entities", "qa")
+ENCODER_SIZES = ("shipped", "base")  # engine.benchmark.ENCODERS, named here so that parsing imports no engine module
+ENCODER_HELP = "shipped: the bundles' 6 layers x 384 (default); base: BERT-base's 12 x 768, random weights (needs torch)"
 
 
 class CliError(Exception):
@@ -136,9 +138,15 @@ def cmd_batch(args) -> int:
     return 130 if summary is None else 0
 
 
-def cmd_benchmark(args) -> int:
+def check_encoder(encoder: str) -> None:
     import importlib.util
 
+    if encoder != "shipped" and not all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
+        raise CliError(f"--encoder {encoder} exports random-weight models, which needs torch and transformers: "
+                       "install the 'build' extra (bash scripts/setup.sh build)")
+
+
+def cmd_benchmark(args) -> int:
     from engine.benchmark import add_efficiency, run_benchmark
 
     try:
@@ -147,9 +155,7 @@ def cmd_benchmark(args) -> int:
         raise CliError(f"--seq-len takes numbers separated by commas, got {args.seq_len!r}") from None
     if not seq_lens or any(not 8 <= s <= 512 for s in seq_lens):
         raise CliError("--seq-len values must be between 8 and 512")
-    if args.encoder != "shipped" and not all(importlib.util.find_spec(m) for m in ("torch", "transformers")):
-        raise CliError(f"--encoder {args.encoder} exports random-weight models, which needs torch and transformers: "
-                       "install the 'build' extra (bash scripts/setup.sh build)")
+    check_encoder(args.encoder)
     report = add_efficiency(run_benchmark(args.task, seq_lens, args.runs, progress=lambda line: print(line, file=sys.stderr),
                                         encoder=args.encoder))
     for line in benchmark_summary(report):
@@ -175,9 +181,10 @@ def cmd_profile(args) -> int:
         raise CliError("profile needs the onnx package: install the 'build' extra (bash scripts/setup.sh build)")
     if not 8 <= args.seq_len <= 512 or args.runs < 1:
         raise CliError("--seq-len must be between 8 and 512 and --runs at least 1")
-    report = profile_task(args.task, args.seq_len, args.runs, physical_cores())
+    check_encoder(args.encoder)
+    report = profile_task(args.task, args.seq_len, args.runs, physical_cores(), args.encoder)
     out = sys.stderr if args.json else sys.stdout
-    print(f"{args.task}, seq {args.seq_len}, batch 1, {report['threads']} threads: kernel ms per run over "
+    print(f"{args.task}, seq {args.seq_len}, {args.encoder} encoder size, batch 1, {report['threads']} threads: kernel ms per run over "
           f"{args.runs} runs", file=out)
     print(f"{'model':18s}" + "".join(f"{k:>13s}" for k in KINDS) + f"{'total':>10s}   largest op types", file=out)
     for name, m in report["models"].items():
@@ -251,8 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--json", action="store_true", help="last line of stdout: the results as JSON")
     p.add_argument("--chart", help="also draw latency against sequence length into this PNG")
-    p.add_argument("--encoder", choices=["shipped", "base"], default="shipped",
-                   help="shipped: the bundles' 6 x 384 (default); base: BERT-base's 12 x 768, random weights")
+    p.add_argument("--encoder", choices=list(ENCODER_SIZES), default="shipped", help=ENCODER_HELP)
     p.set_defaults(run=cmd_benchmark)
 
     p = sub.add_parser("profile", help="ONNX Runtime's profiler: kernel time in projections, attention and the rest")
@@ -260,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--json", action="store_true", help="last line of stdout: the profile as JSON")
+    p.add_argument("--encoder", choices=list(ENCODER_SIZES), default="shipped", help=ENCODER_HELP)
     p.set_defaults(run=cmd_profile)
 
     p = sub.add_parser("startup", help="open the window and time it: first paint, first result, all models loaded, memory")

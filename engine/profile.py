@@ -88,14 +88,16 @@ def profile_model(model_path: Path, feeds: dict[str, np.ndarray], runs: int, thr
     return summarise(events, kinds, skip_runs=warmup)
 
 
-def model_paths(task: str, notes: list[str]) -> dict[str, Path]:
-    """The shipped int8 bundles of both architectures, and fp32 exports of their configuration when torch is here."""
+def model_paths(task: str, notes: list[str], encoder: str = "shipped") -> dict[str, Path]:
+    """The shipped int8 bundles of both architectures, and fp32 exports of their configuration when torch is here;
+    for another encoder size (benchmark.ENCODERS), random-weight int8 and fp32 exports of it."""
     import importlib.util
 
     from engine.bundle import models_dir
 
-    paths = {f"{arch} int8": models_dir() / f"{arch}-{task}" for arch in ("squeezebert", "bert")
-             if (models_dir() / f"{arch}-{task}" / "model.onnx").is_file()}
+    paths = {} if encoder != "shipped" else {
+        f"{arch} int8": models_dir() / f"{arch}-{task}" for arch in ("squeezebert", "bert")
+        if (models_dir() / f"{arch}-{task}" / "model.onnx").is_file()}
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
         notes.append("torch/transformers not installed: fp32 rows skipped (install the 'build' extra)")
         return paths
@@ -103,12 +105,14 @@ def model_paths(task: str, notes: list[str]) -> dict[str, Path]:
     from engine.build.benchmark_reference import export_random
 
     for arch in ("squeezebert", "bert"):
+        if encoder != "shipped":
+            paths[f"{arch} int8"] = export_random(task, arch, "int8", any_tokenizer(), encoder)
         tokenizer = paths[f"{arch} int8"] / "tokenizer.json" if f"{arch} int8" in paths else any_tokenizer()
-        paths[f"{arch} fp32"] = export_random(task, arch, "fp32", tokenizer)
+        paths[f"{arch} fp32"] = export_random(task, arch, "fp32", tokenizer, encoder)
     return paths
 
 
-def profile_task(task: str, seq_len: int, runs: int, threads: int) -> dict:
+def profile_task(task: str, seq_len: int, runs: int, threads: int, encoder: str = "shipped") -> dict:
     """Every model of `task` on one input of exactly `seq_len` tokens (batch 1)."""
     from engine.benchmark import text_of_length
     from engine.bundle import models_dir
@@ -116,7 +120,7 @@ def profile_task(task: str, seq_len: int, runs: int, threads: int) -> dict:
     from engine.tokenization import WordPieceTokenizer
 
     notes: list[str] = []
-    paths = model_paths(task, notes)
+    paths = model_paths(task, notes, encoder)
     if not paths:
         raise BundleError(f"no {task} models to profile: no bundles in {models_dir()} and no torch to export any")
     models = {}
@@ -127,4 +131,4 @@ def profile_task(task: str, seq_len: int, runs: int, threads: int) -> dict:
         feeds = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
                  "token_type_ids": inputs.token_type_ids}
         models[name] = profile_model(path / "model.onnx", feeds, runs, threads)
-    return {"task": task, "seq_len": seq_len, "threads": threads, "models": models, "notes": notes}
+    return {"task": task, "seq_len": seq_len, "threads": threads, "encoder": encoder, "models": models, "notes": notes}

@@ -23,3 +23,9 @@ def test_multiply_adds_at_bert_base_size_match_the_paper():
     assert abs(2 * macs_per_sequence(bert, 128) / 1e9 - 22.5) < 0.2
     assert abs(2 * macs_per_sequence(squeezebert, 128) / 1e9 - 7.42) < 0.1
     assert macs_per_sequence(ENCODERS["shipped"], 128) < macs_per_sequence(bert, 128) / 7  # half the layers, half the width
+
+
+def test_command_line_offers_every_encoder_size():
+    import main
+
+    assert set(main.ENCODER_SIZES) == set(ENCODERS)

@@ -53,6 +53,6 @@ def test_profile_without_models_says_so(tmp_path, monkeypatch):
     from engine.errors import BundleError
 
     monkeypatch.setattr(engine.bundle, "models_dir", lambda: tmp_path)
-    monkeypatch.setattr(engine.profile, "model_paths", lambda task, notes: {})
+    monkeypatch.setattr(engine.profile, "model_paths", lambda task, notes, encoder: {})
     with pytest.raises(BundleError, match="no qa models"):
         engine.profile.profile_task("qa", 32, 1, 1)
