@@ -89,3 +89,35 @@ def test_qa_student_cut_from_its_teacher_is_refitted_by_least_squares_then_train
     run(args)
     config = json.loads((tmp_path / "student" / "best" / "config.json").read_text())
     assert config["architectures"] == ["SqueezeBertForQuestionAnswering"] and config["q_groups"] == 4
+
+
+def test_entity_student_also_learns_from_unlabelled_transfer_sentences(tmp_path, tiny_base):
+    from engine.build.features import IGNORE
+    from engine.build.train import collate, training_loss, transfer_sentences, unlabelled_features
+    from engine.tokenization import WordPieceTokenizer
+
+    sentences = transfer_sentences(DATA, 30, seed=3)
+    assert len(sentences) == 30 and sentences == transfer_sentences(DATA, 30, seed=3)  # resumable: same draw
+    assert sentences != transfer_sentences(DATA, 30, seed=4)
+    assert all(6 <= len(s.split()) <= 60 for s in sentences)
+    tok = WordPieceTokenizer(tiny_base / "tokenizer.json")
+    features = unlabelled_features(tok, sentences, 32, first_id=100)
+    assert [f.example for f in features] == list(range(100, 130))
+    assert all((f.labels == IGNORE).all() and len(f.labels) == len(f.input_ids) <= 32 for f in features)
+    assert all(f.input_ids[0] == tok.cls_id and f.input_ids[-1] == tok.sep_id for f in features)
+
+    teacher = tmp_path / "bert-entities"
+    run(parse_args(["--mode", "finetune", "--task", "entities", "--base", str(tiny_base), "--out", str(teacher)] + SMALL))
+    student_dir = tmp_path / "squeezebert-entities"
+    args = parse_args(["--mode", "distill-task", "--task", "entities", "--base", str(tiny_base), "--out",
+                       str(student_dir), "--teacher", str(teacher / "best"), "--transfer", "40"] + SMALL)
+    run(args)
+    assert json.loads((student_dir / "done").read_text())["steps"] == 4
+    # a batch of transfer sentences alone has no hard labels: its loss is the teacher's soft targets only, finite
+    student, teacher_model = build_models(args, tok)
+    loss = training_loss(args, student, teacher_model, collate(features[:8], tok.pad_id, "entities"))
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    with pytest.raises(SystemExit):
+        parse_args(["--mode", "finetune", "--task", "entities", "--out", str(tmp_path / "x"), "--transfer", "10"])

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -45,6 +46,7 @@ HEADS = {
 }
 QA_VALIDATION_ARTICLES = 44  # the last 10% of SQuAD train articles, held out whole
 CALIBRATION_SEED = 99  # --reconstruct draws its examples from the whole training split, whatever --seed picks
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
 
 
 def log(*parts):
@@ -81,6 +83,26 @@ def plain_text_segments(tok: WordPieceTokenizer, data_dir: Path, max_length: int
         for row in range(len(inputs.spans)):
             length = int(inputs.attention_mask[row].sum())
             out.append(feat.Feature(inputs.input_ids[row, :length], inputs.token_type_ids[row, :length], 0, n))
+    return out
+
+
+def transfer_sentences(data_dir: Path, n: int, seed: int) -> list[str]:
+    """n sentences of 6-60 words from SQuAD's Wikipedia contexts, drawn at random: unlabelled text rich in names,
+    which an entity teacher labels for its student (a transfer set: CoNLL's 14,041 sentences are few)."""
+    contexts = dict.fromkeys(e.context for e in ds.read_squad(data_dir / "squad/train-v1.1.json"))
+    sentences = [s for c in contexts for s in SENTENCE_END.split(c) if 6 <= len(s.split()) <= 60]
+    picked = np.random.default_rng(seed).choice(len(sentences), min(n, len(sentences)), replace=False)
+    return [sentences[i] for i in sorted(picked)]
+
+
+def unlabelled_features(tok: WordPieceTokenizer, texts: list[str], max_length: int, first_id: int) -> list[feat.Feature]:
+    """One window per text with every label ignored: such features teach through the teacher's logits only."""
+    out = []
+    for n, text in enumerate(texts, start=first_id):
+        inputs = tok.single_inputs(tok.tokenize(text), max_length, stride=0)
+        length = int(inputs.attention_mask[0].sum())
+        ids = inputs.input_ids[0, :length]
+        out.append(feat.Feature(ids, inputs.token_type_ids[0, :length], np.full(length, feat.IGNORE), n))
     return out
 
 
@@ -263,12 +285,17 @@ def training_loss(args, student, teacher, batch):
                 + soft_loss(s_out.end_logits, t_out.end_logits, args.temperature)) / 2
     elif args.task == "entities":
         soft = soft_loss(s_out.logits, t_out.logits, args.temperature, batch["attention_mask"].bool())
+        if not (batch["labels"] != feat.IGNORE).any():  # transfer sentences only: no hard loss (it would be NaN)
+            return args.kd_alpha * soft + hidden_term(args, s_out, t_out, batch, want_hidden)
     else:
         soft = soft_loss(s_out.logits, t_out.logits, args.temperature)
-    loss = args.kd_alpha * soft + (1 - args.kd_alpha) * s_out.loss
-    if want_hidden:
-        loss = loss + args.hidden_weight * hidden_loss(s_out.hidden_states, t_out.hidden_states, batch["attention_mask"])
-    return loss
+    return args.kd_alpha * soft + (1 - args.kd_alpha) * s_out.loss + hidden_term(args, s_out, t_out, batch, want_hidden)
+
+
+def hidden_term(args, s_out, t_out, batch, want_hidden):
+    if not want_hidden:
+        return 0.0
+    return args.hidden_weight * hidden_loss(s_out.hidden_states, t_out.hidden_states, batch["attention_mask"])
 
 
 @torch.no_grad()
@@ -325,6 +352,9 @@ def run(args):
         if args.max_val:
             val_examples = val_examples[: args.max_val]
         train_features = make_features(args.task, tok, train_examples, args)
+        if args.transfer:
+            texts = transfer_sentences(Path(args.data), args.transfer, args.seed)
+            train_features += unlabelled_features(tok, texts, args.max_length, len(train_examples))
         val_features = make_features(args.task, tok, val_examples, args)
     log(f"{len(train_features)} training features, {len(val_features)} validation features")
 
@@ -431,6 +461,8 @@ def parse_args(argv=None):
     p.add_argument("--reconstruct", type=int, default=0, metavar="N",
                    help="distill-task without --student-init: before training, fit the cut student's grouped layers "
                    "to the teacher by least squares on N training windows (engine.build.reconstruct)")
+    p.add_argument("--transfer", type=int, default=0, metavar="N",
+                   help="entities distill-task: also distill on N unlabelled sentences from SQuAD contexts")
     p.add_argument("--kd-alpha", type=float, default=0.7)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--hidden-weight", type=float, default=1.0)
@@ -444,6 +476,8 @@ def parse_args(argv=None):
         p.error("--task is required")
     if args.mode == "distill-task" and not args.teacher:
         p.error("--teacher is required for distill-task")
+    if args.transfer and (args.mode, args.task) != ("distill-task", "entities"):
+        p.error("--transfer is for distill-task on entities: only a teacher can label the transfer sentences")
     args.epochs = float(args.epochs)
     return args
 
