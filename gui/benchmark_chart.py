@@ -1,6 +1,7 @@
 """Latency against sequence length for every benchmark contender, drawn with Qt into a PNG (no plotting library)."""
 from __future__ import annotations
 
+import math
 import os
 
 from PySide6.QtCore import QPointF, QRectF, Qt
@@ -10,6 +11,13 @@ from PySide6.QtWidgets import QApplication
 from gui.style import MODEL_COLORS, MODEL_LABELS
 
 STYLES = {("int8", "onnxruntime"): Qt.SolidLine, ("fp32", "onnxruntime"): Qt.DashLine, ("fp32", "transformers"): Qt.DotLine}
+
+
+def nice_axis(largest: float, max_ticks: int = 6) -> tuple[float, float]:
+    """(top, step) of a y axis from 0 that holds `largest`, in round steps (1, 2, 2.5 or 5 times a power of ten)."""
+    magnitude = 10 ** math.floor(math.log10(largest / max_ticks))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if largest / (m * magnitude) <= max_ticks)
+    return step * math.ceil(largest / step), step
 
 
 def save_chart(report: dict, path: str, width: int = 980, height: int = 520) -> None:
@@ -26,7 +34,7 @@ def save_chart(report: dict, path: str, width: int = 980, height: int = 520) -> 
     for r in report["results"]:
         series.setdefault((r["model"], r["precision"], r["runtime"]), []).append((r["seq_len"], r["p50_ms"]))
     seqs = sorted({s for points in series.values() for s, _ in points})
-    top = max(ms for points in series.values() for _, ms in points) * 1.1
+    top, step = nice_axis(max(ms for points in series.values() for _, ms in points) * 1.05)
     p.setFont(QFont("DejaVu Sans", 11, QFont.Bold))
     p.drawText(QRectF(0, 10, width, 30), Qt.AlignCenter,
                f"{report['task']} ({report['encoder']} encoder size): p50 latency, batch 1, {report['threads']} threads — "
@@ -34,12 +42,12 @@ def save_chart(report: dict, path: str, width: int = 980, height: int = 520) -> 
     p.setFont(QFont("DejaVu Sans", 9))
     p.setPen(QPen(QColor("#888"), 1))
     p.drawRect(plot)
-    for k in range(6):
-        y = plot.bottom() - plot.height() * k / 5
+    for k in range(round(top / step) + 1):
+        y = plot.bottom() - plot.height() * k * step / top
         p.setPen(QPen(QColor("#e5e5e5"), 1))
         p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
         p.setPen(QColor("#333"))
-        p.drawText(QRectF(0, y - 8, 62, 16), Qt.AlignRight | Qt.AlignVCenter, f"{top * k / 5:.0f}")
+        p.drawText(QRectF(0, y - 8, 62, 16), Qt.AlignRight | Qt.AlignVCenter, f"{k * step:g}")
 
     def x_of(seq):
         return plot.left() + plot.width() * (seqs.index(seq) / max(len(seqs) - 1, 1))

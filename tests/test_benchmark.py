@@ -1,4 +1,6 @@
-"""The benchmark names the CPU with the instruction sets its int8 kernels depend on."""
+"""The benchmark: CPU naming, multiply-add counts, the encoder sizes it offers, and its chart's axis."""
+import math
+
 from engine.benchmark import ENCODERS, PAPER_GROUPS, cpu_name, macs_per_sequence
 
 CPUINFO = """processor\t: 0
@@ -29,3 +31,14 @@ def test_command_line_offers_every_encoder_size():
     import main
 
     assert set(main.ENCODER_SIZES) == set(ENCODERS)
+
+
+def test_chart_axis_uses_round_steps_and_holds_the_largest_value():
+    from gui.benchmark_chart import nice_axis
+
+    assert nice_axis(482) == (500, 100)
+    assert nice_axis(13.3) == (15, 2.5)
+    for largest in (0.7, 9.99, 31.7, 123.4, 4567.0):
+        top, step = nice_axis(largest)
+        assert largest <= top < largest + step and top / step <= 6
+        assert step / 10 ** math.floor(math.log10(step)) in (1, 2, 2.5, 5)
