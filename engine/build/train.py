@@ -76,14 +76,14 @@ def plain_text_segments(tok: WordPieceTokenizer, data_dir: Path, max_length: int
     texts = [e.text for e in ds.read_sst2(data_dir / "sst2/train.tsv") if len(e.text.split()) >= 8]
     texts += [ds.sentence_text(s.tokens)[0] for s in ds.read_conll(data_dir / "conll2003/train.txt")]
     texts += list(dict.fromkeys(e.context for e in ds.read_squad(data_dir / "squad/train-v1.1.json")))
-    out = []
-    for n, text in enumerate(texts):
-        tokens = tok.tokenize(text)
-        inputs = tok.single_inputs(tokens, max_length, stride=0)
-        for row in range(len(inputs.spans)):
-            length = int(inputs.attention_mask[row].sum())
-            out.append(feat.Feature(inputs.input_ids[row, :length], inputs.token_type_ids[row, :length], 0, n))
-    return out
+    return [feat.Feature(ids, types, 0, n) for n, text in enumerate(texts) for ids, types in text_windows(tok, text, max_length)]
+
+
+def text_windows(tok: WordPieceTokenizer, text: str, max_length: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input ids, token type ids) of each [CLS] ... [SEP] window of one text, without padding."""
+    inputs = tok.single_inputs(tok.tokenize(text), max_length, stride=0)
+    lengths = inputs.attention_mask.sum(axis=1)
+    return [(inputs.input_ids[row, :n], inputs.token_type_ids[row, :n]) for row, n in enumerate(lengths.tolist())]
 
 
 def transfer_sentences(data_dir: Path, n: int, seed: int) -> list[str]:
@@ -97,13 +97,8 @@ def transfer_sentences(data_dir: Path, n: int, seed: int) -> list[str]:
 
 def unlabelled_features(tok: WordPieceTokenizer, texts: list[str], max_length: int, first_id: int) -> list[feat.Feature]:
     """One window per text with every label ignored: such features teach through the teacher's logits only."""
-    out = []
-    for n, text in enumerate(texts, start=first_id):
-        inputs = tok.single_inputs(tok.tokenize(text), max_length, stride=0)
-        length = int(inputs.attention_mask[0].sum())
-        ids = inputs.input_ids[0, :length]
-        out.append(feat.Feature(ids, inputs.token_type_ids[0, :length], np.full(length, feat.IGNORE), n))
-    return out
+    firsts = (text_windows(tok, text, max_length)[0] for text in texts)
+    return [feat.Feature(ids, types, np.full(len(ids), feat.IGNORE), n) for n, (ids, types) in enumerate(firsts, start=first_id)]
 
 
 def make_features(task, tok, examples, args):
