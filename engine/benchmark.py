@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.bundle import load_bundle, models_dir
 from engine.pipelines import PIPELINES
-from engine.session import physical_cores, session_options
+from engine.session import inference_session, physical_cores, session_options
 
 CACHE = Path(tempfile.gettempdir()) / "squeezebert-desktop-benchmark"
 FILLER = "the film was good and the tower stood in paris for many years while people came to see it ."
@@ -73,8 +73,6 @@ def measured_peak_gflops(threads: int) -> dict[str, float | None]:
     fp32: a 1024^3 MatMul. int8: the same as MatMulInteger (u8 activations x s8 weights, the kernels the int8
     bundles run), in multiply-adds x 2 per second like the fp32 figure. Without the onnx package (a run-time
     install) numpy's BLAS stands in for fp32 and there is no int8 figure."""
-    import onnxruntime as ort
-
     n = 1024
     rng = np.random.default_rng(0)
     a = rng.random((n, n), dtype=np.float32)
@@ -90,8 +88,7 @@ def measured_peak_gflops(threads: int) -> dict[str, float | None]:
             [node], "gemm", [helper.make_tensor_value_info("a", a_type, [n, n])],
             [helper.make_tensor_value_info("c", c_type, [n, n])], initialisers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-        session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
-                                       providers=["CPUExecutionProvider"])
+        session = inference_session(model.SerializeToString(), session_options(threads))
         session.run(None, {"a": feed})
         times = []
         for _ in range(30):

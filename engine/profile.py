@@ -65,14 +65,13 @@ def summarise(events: list[dict], kinds: dict[str, str], skip_runs: int = 0) -> 
 def profile_model(model_path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int, warmup: int = 10) -> dict:
     """`warmup` calls then `runs` profiled ones; kernel time per run by kind and by op type."""
     import onnx
-    import onnxruntime as ort
 
-    from engine.session import session_options
+    from engine.session import inference_session, session_options
 
     with tempfile.TemporaryDirectory() as tmp:
         options = session_options(threads)
         options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-        ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        inference_session(str(model_path), options)
         graph = onnx.load(options.optimized_model_filepath).graph
         constants = {t.name for t in graph.initializer}
         kinds = {n.name: node_kind(n.op_type, list(n.input), constants) for n in graph.node}
@@ -80,7 +79,7 @@ def profile_model(model_path: Path, feeds: dict[str, np.ndarray], runs: int, thr
         options = session_options(threads)
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        session = inference_session(str(model_path), options)
         feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
         for _ in range(warmup + runs):
             session.run(None, feeds)

@@ -34,11 +34,22 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
+# ORT's SkipLayerNormalization (residual Add, bias Add and LayerNorm in one kernel) runs slower on this CPU than the
+# three ops it replaces: BERT int8 is 2-8% faster without it (docs/benchmarks.md). SqueezeBERT's graphs never get it.
+DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
+
+
+def inference_session(model: str | bytes, options: ort.SessionOptions) -> ort.InferenceSession:
+    """A CPU session of `model` (a path or serialised bytes) with the graph fusions this project keeps."""
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=DISABLED_OPTIMIZERS)
+
+
 class OnnxSession:
     def __init__(self, model_path: str | Path, threads: int | None = None):
         options = session_options(threads)
         try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            self._session = inference_session(str(model_path), options)
         except Exception as exc:  # ORT raises its own exception types for bad graphs
             raise InferenceError(f"cannot load ONNX model {model_path}: {exc}") from None
         self.input_names = [i.name for i in self._session.get_inputs()]
