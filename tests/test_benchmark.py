@@ -1,7 +1,9 @@
-"""The benchmark: CPU naming, multiply-add counts, the encoder sizes it offers, and its chart's axis."""
+"""The benchmark: CPU naming, multiply-add counts, the encoder sizes it offers, its chart's axis, and how it times."""
 import math
+import time
 
-from engine.benchmark import ENCODERS, PAPER_GROUPS, cpu_name, macs_per_sequence
+import engine.benchmark
+from engine.benchmark import ENCODERS, PAPER_GROUPS, SETTLE_MS, Contender, cpu_name, macs_per_sequence
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC 9R14
@@ -42,3 +44,27 @@ def test_chart_axis_uses_round_steps_and_holds_the_largest_value():
         top, step = nice_axis(largest)
         assert largest <= top < largest + step and top / step <= 6
         assert step / 10 ** math.floor(math.log10(step)) in (1, 2, 2.5, 5)
+
+
+def test_each_timed_call_follows_settle_time_of_its_own_untimed_calls(monkeypatch):
+    """Another contender's threads may still be busy when one starts: it runs alone for SETTLE_MS before timing."""
+    calls = []  # (contender, start time)
+
+    def contender(name):
+        def call():
+            calls.append((name, time.perf_counter()))
+            time.sleep(0.001)
+        return Contender(name, "fp32", "transformers", call, "fake")
+
+    monkeypatch.setattr(engine.benchmark, "build_contenders", lambda *args: [contender("a"), contender("b")])
+    report = engine.benchmark.run_benchmark("sentiment", [16], runs=3, warmup=1, progress=lambda line: None)
+    assert [r["model"] for r in report["results"]] == ["a", "b"]
+    blocks = []  # runs of consecutive calls by one contender: [name, first start, last start]
+    for name, started in calls:
+        if blocks and blocks[-1][0] == name:
+            blocks[-1][2] = started
+        else:
+            blocks.append([name, started, started])
+    timed_blocks = blocks[2:]  # after each contender's warm-up block
+    assert [b[0] for b in timed_blocks] == ["a", "b"] * 3
+    assert all((last - first) * 1000 >= SETTLE_MS for _, first, last in timed_blocks)
