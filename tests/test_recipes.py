@@ -60,6 +60,26 @@ def test_totals_of_lost_runs_come_from_the_bundle_they_made(tmp_path):
     assert shipped_totals(manifest, "bert-qa-4") is None and shipped_totals(manifest, "bert-qa") is None
 
 
+def test_stage_totals_count_lost_runs_once_from_the_bundle_being_replaced(tmp_path):
+    from engine.build.recipes import stage_totals
+
+    manifest = tmp_path / "manifest.json"
+    recipe = "python -m engine.build.recipes s-1   # = ... && python -m engine.build.recipes s-2   # = ..."
+    manifest.write_text(json.dumps({"recipe": recipe, "scores": {"training_minutes": 100.0, "training_steps": 900}}))
+    run = lambda minutes: {"minutes": minutes, "steps": 10}  # noqa: E731
+    chain = ["s", "s-1", "s-2", "s-3", "s-4"]
+    everything = {"s": run(1), "s-1": run(2), "s-2": run(3), "s-3": run(4), "s-4": run(5)}
+    assert stage_totals(chain, everything, manifest) == list(everything.values())  # all runs here: the runs count
+    bundle = {"minutes": 100.0, "steps": 900}
+    # re-exporting the stage that made the bundle, its earlier runs gone: the bundle's totals, nothing added
+    assert stage_totals(chain[:3], {"s": None, "s-1": None, "s-2": run(3)}, manifest) == [bundle]
+    # going on past a stage that was never shipped (s-3): the bundle's totals plus every later run
+    lost_first = {"s": None, "s-1": None, "s-2": run(3), "s-3": run(4), "s-4": run(5)}
+    assert stage_totals(chain, lost_first, manifest) == [bundle, run(4), run(5)]
+    # a run after the bundle's stage is gone too: only what is here (an undercount, never a double count)
+    assert stage_totals(chain, {**lost_first, "s-3": None}, manifest) == [run(3), run(5)]
+
+
 def test_a_stage_can_go_on_from_the_previous_stages_last_step():
     from engine.build.recipes import FROM_LAST
 

@@ -203,30 +203,41 @@ def shipped_totals(manifest_path: Path, stage: str) -> dict | None:
     return {"minutes": scores["training_minutes"], "steps": scores["training_steps"]}
 
 
+def stage_totals(chain: list[str], records: dict[str, dict | None], manifest_path: Path) -> list[dict]:
+    """The {"minutes", "steps"} to add up for a bundle made by the stages `chain`, first to last. `records` holds
+    each stage's run record, None for a run that is gone. Those are counted from the bundle being replaced if one of
+    these stages made it (this one when re-exported, an earlier one when this goes on from it) and every run after
+    that stage is still here; otherwise only the runs that are here count."""
+    present = [records[stage] for stage in chain if records[stage]]
+    if len(present) == len(chain):
+        return present
+    for k in range(len(chain) - 1, -1, -1):
+        shipped = shipped_totals(manifest_path, chain[k])
+        if shipped:
+            later = [records[stage] for stage in chain[k + 1 :]]
+            return [shipped] + later if all(later) else present
+    return present
+
+
 def export(name: str, data_dir: Path, student_init: str | None = None, checkpoint: str = "best") -> dict:
     """Build the bundle from `checkpoint` ("best" on the validation sample, or "last") of stage `name`."""
     from engine.build.export import build_bundle
 
     task = bundle_of(name).split("-", 1)[1]
     model = RUNS / name / checkpoint
-    commands, finished, this_run = [], [], None
+    commands, records = [], {}
     for stage in stages(name):
         done = RUNS / stage / "done"
-        record = json.loads(done.read_text()) if done.exists() else None
-        finished += [record] if record else []
-        this_run = record if stage == name else this_run
+        records[stage] = json.loads(done.read_text()) if done.exists() else None
         init = student_init if stage == name else None
         command = [stage] + (["--student-init", init] if init else [])
         command += ["--checkpoint", checkpoint] if stage == name and checkpoint != "best" else []
-        recorded = record.get("recipe") if record and stage != name else None
+        recorded = records[stage].get("recipe") if records[stage] and stage != name else None
         commands.append(recorded or "python -m engine.build.recipes " + shlex.join(command)
                         + "   # = python -m engine.build.train " + shlex.join(train_args(stage, init)))
     recipe = " && ".join(commands)
     out = ROOT / "assets" / "models" / bundle_of(name)
-    if len(finished) < len(stages(name)) and name in CONTINUES and this_run:
-        # earlier runs are gone (their model recovered from the bundle): the bundle this one replaces has their totals
-        earlier = shipped_totals(out / "manifest.json", CONTINUES[name])
-        finished = [earlier, this_run] if earlier else finished
+    finished = stage_totals(stages(name), records, out / "manifest.json")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32"
         build_bundle(model, fp32, precision="fp32", max_length=EXPORT_MAX_LENGTH[task])
