@@ -52,16 +52,15 @@ def test_bert_weights_get_per_column_scales_squeezebert_group_weights_per_group_
         values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         matmul_weights = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
         assert matmul_weights
-        grouped = [name for name in matmul_weights if values[name].ndim == 3]
+        grouped = [name for name in matmul_weights if values[name].ndim >= 3]  # per group, or per group and head
         assert bool(grouped) == (architecture == "squeezebert")
         for name in matmul_weights:
             weight, scale = values[name], values[name.replace("_quantized", "_scale")]
             if architecture == "bert":
                 assert scale.size == weight.shape[-1], name
-            elif weight.ndim == 3:
-                groups, _, columns = weight.shape
-                assert scale.shape == (groups, 1, columns), name
-                assert (np.abs(weight.astype(np.int32)).max(axis=1) == 127).all(), name  # each column's full range
+            elif weight.ndim >= 3:
+                assert scale.shape == weight.shape[:-2] + (1, weight.shape[-1]), name
+                assert (np.abs(weight.astype(np.int32)).max(axis=-2) == 127).all(), name  # each column's full range
                 assert not values[name.replace("_quantized", "_zero_point")].any()
             else:
                 assert scale.size == 1, name
@@ -99,7 +98,9 @@ def test_squeezebert_graph_has_one_int8_matmul_per_fused_projection(tiny_bundles
     # per layer: fused QKV, attention output, FFN in, FFN out; then pooler and classifier
     assert ops["MatMulInteger"] == 4 * 2 + 2
     assert ops["DynamicQuantizeLinear"] == ops["MatMulInteger"]
-    assert ops["Split"] == 0
+    assert ops["Split"] == 2  # per layer, the head-major projection's q | k | v
+    # per layer: into groups, K^T, heads back to tokens, FFN into and out of groups; none to pick out the heads
+    assert ops["Transpose"] == 5 * 2
 
 
 def randomise_biases(model, seed: int = 3) -> None:

@@ -97,9 +97,11 @@ class GroupedExportLayer(nn.Module):
     """A SqueezeBERT layer with every grouped 1x1 conv as one batched MatMul over groups.
 
     Q, K and V read the same input, so they are fused into one grouped projection (one int8 quantisation of the
-    input instead of three), and the FFN stays in group-major layout [groups, tokens, channels] between its two
-    grouped layers, whose blocks line up (group g of the first feeds group g of the second). Per group the weights
-    are [in/groups, out/groups]; ONNX Runtime quantises the batched MatMul like any other.
+    input instead of three) whose weights are batched per group and head, [groups, heads/groups, in/groups, 3 x
+    head size]: its output is already head-major, [batch, heads, tokens, q | k | v], so the heads need no transpose
+    (it cost 4% of SqueezeBERT int8's time at seq 128). The FFN stays in group-major layout [groups, tokens,
+    channels] between its two grouped layers, whose blocks line up (group g of the first feeds group g of the
+    second). ONNX Runtime quantises the batched MatMuls like any other.
     """
 
     def __init__(self, q, k, v, attn_out, ln1, inter, out, ln2, heads, eps, groups):
@@ -107,8 +109,12 @@ class GroupedExportLayer(nn.Module):
         self.groups, self.heads, self.eps = groups, heads, eps
         self.hidden = int(ln1[0].shape[0])
         per_group = lambda w: torch.stack(list(w.weights))  # noqa: E731  [G, in/G, out/G]
-        self.qkv = nn.Parameter(torch.cat([per_group(q), per_group(k), per_group(v)], dim=-1))  # [G, in/G, 3*out/G]
-        self.qkv_bias = nn.Parameter(torch.stack([q.bias, k.bias, v.bias]).view(3, groups, 1, -1).transpose(0, 1).reshape(groups, 1, -1))
+        d, heads_per_group = self.hidden // heads, heads // groups
+        # group g's output columns are heads g*hpg .. (g+1)*hpg-1, d each: split them out per head
+        per_head = lambda w: per_group(w).view(groups, -1, heads_per_group, d)  # noqa: E731  [G, in/G, hpg, d]
+        self.qkv = nn.Parameter(torch.cat([per_head(q), per_head(k), per_head(v)], dim=-1).permute(0, 2, 1, 3).contiguous())
+        self.qkv_bias = nn.Parameter(
+            torch.cat([w.bias.view(groups, heads_per_group, 1, d) for w in (q, k, v)], dim=-1))  # [G, hpg, 1, 3d]
         self.attn_out, self.ln1, self.ln2 = attn_out, ln1, ln2
         self.inter = nn.Parameter(per_group(inter))
         self.inter_bias = nn.Parameter(inter.bias.view(groups, 1, -1).clone())
@@ -123,11 +129,9 @@ class GroupedExportLayer(nn.Module):
         batch, seq = h.shape[0], h.shape[1]
         g, hidden, heads = self.groups, self.hidden, self.heads
         d = hidden // heads
-        heads_per_group = heads // g
-        qkv = torch.matmul(self.to_groups(h), self.qkv) + self.qkv_bias  # [G, B*S, 3*C/G]
-        # -> [3, B, heads, S, d]: group g holds heads g*hpg .. (g+1)*hpg-1 of each of q, k, v
-        qkv = qkv.view(g, batch, seq, 3, heads_per_group, d).permute(3, 1, 0, 4, 2, 5).reshape(3, batch, heads, seq, d)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        x = h.view(batch, seq, g, hidden // g).transpose(1, 2).unsqueeze(2)  # [B, G, 1, S, C/G]
+        qkv = torch.matmul(x, self.qkv) + self.qkv_bias  # [B, G, hpg, S, 3d]: per head q | k | v
+        q, k, v = qkv.reshape(batch, heads, seq, 3 * d).split(d, dim=-1)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d) + additive_mask
         context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(batch, seq, hidden)
         a = F.layer_norm(self.attn_out(context) + h, (hidden,), *self.ln1, eps=self.eps)
@@ -246,7 +250,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep_fp32: Sequence[str] = (
     """Dynamic int8: weights of every constant-weight MatMul and the embedding tables; activations at run time.
 
     2-D MatMul weights (BERT) get one scale per output column: per-tensor scales cost bert-qa 2.3 F1 points on
-    the held-out questions, per-column 0.5. SqueezeBERT's batched group weights (3-D) are quantised per tensor by
+    the held-out questions, per-column 0.5. SqueezeBERT's batched group weights (3-D, 4-D) are quantised per tensor by
     ORT, whose per-channel axis does not follow their output columns, then re-quantised here with one scale per
     group and output column: per tensor cost squeezebert-qa 1.55 F1 points, per group and column 0.66.
     `keep_fp32` names FP32_FAMILIES whose MatMuls stay fp32, trading speed for accuracy. Most of the QA student's
@@ -270,23 +274,23 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep_fp32: Sequence[str] = (
     kept = f"; kept fp32: {', '.join(keep_fp32)} ({len(excluded)} MatMuls)" if excluded else ""
     if per_channel:
         return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales" + kept
-    grouped = {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) == 3}
+    grouped = {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) >= 3}
     quantize_per_group_column(int8_path, grouped)
     return ("dynamic, MatMul + Gather, QInt8 weights, grouped MatMul scales per group and column, the rest per-tensor"
             + kept)
 
 
 def quantize_per_group_column(int8_path: Path, weights: dict[str, np.ndarray]) -> None:
-    """Give each batched [groups, K, N] weight one symmetric scale per group and output column, in place.
+    """Give each batched [..., K, N] weight one symmetric scale per matrix and output column, in place.
 
-    MatMulInteger takes a zero point of shape [groups, 1, N] for such a weight, and the scale is applied by the
-    Mul that follows it, which broadcasts a [groups, 1, N] scale over the [groups, rows, N] output."""
+    MatMulInteger takes a zero point of shape [..., 1, N] for such a weight, and the scale is applied by the Mul
+    that follows it, which broadcasts a [..., 1, N] scale over the [..., rows, N] output."""
     model = onnx.load(str(int8_path))
     initialisers = {t.name: t for t in model.graph.initializer}
     for name, weight in weights.items():
         if name + "_quantized" not in initialisers:
             continue
-        scale = np.maximum(np.abs(weight).max(axis=1, keepdims=True) / 127.0, 1e-12).astype(np.float32)
+        scale = np.maximum(np.abs(weight).max(axis=-2, keepdims=True) / 127.0, 1e-12).astype(np.float32)
         for suffix, value in (("_quantized", np.clip(np.round(weight / scale), -127, 127).astype(np.int8)),
                               ("_zero_point", np.zeros(scale.shape, np.int8)), ("_scale", scale)):
             initialisers[name + suffix].CopyFrom(numpy_helper.from_array(value, name + suffix))

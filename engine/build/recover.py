@@ -82,8 +82,13 @@ def squeezebert_layer(w, i, config) -> dict[str, np.ndarray]:
         raise ValueError("only the paper's grouping (one group count for q, k, v and the FFN) can be recovered")
     groups = config.q_groups
     per = config.hidden_size // groups
-    qkv = w[p + "qkv"].reshape(groups, -1, 3, per)  # [G, in/G, (q|k|v), out/G]
-    qkv_bias = w[p + "qkv_bias"].reshape(groups, 3, per)
+    qkv, qkv_bias = w[p + "qkv"], w[p + "qkv_bias"]
+    if qkv.ndim == 4:  # batched per group and head, [G, hpg, in/G, (q|k|v) x d]: back to per group
+        heads_per_group, d = qkv.shape[1], per // qkv.shape[1]
+        qkv = qkv.reshape(groups, heads_per_group, -1, 3, d).transpose(0, 2, 3, 1, 4)
+        qkv_bias = qkv_bias.reshape(groups, heads_per_group, 3, d).transpose(0, 2, 1, 3)
+    qkv = qkv.reshape(groups, -1, 3, per)  # [G, in/G, (q|k|v), out/G] (bundles before 2026-12-04 stored this)
+    qkv_bias = qkv_bias.reshape(groups, 3, per)
     for n, name in enumerate(("query", "key", "value")):
         out[s + f"attention.{name}.weight"] = _grouped(qkv[:, :, n])
         out[s + f"attention.{name}.bias"] = qkv_bias[:, n].reshape(-1)
