@@ -115,8 +115,11 @@ def randomise_biases(model, seed: int = 3) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
 
 
-@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
-def test_export_matches_torch_on_large_logits(tmp_path, tiny_tokenizer_dir, architecture):
+# SqueezeBERT with 1 and 2 heads per group (batched per group and head), and with heads that span groups (the
+# plain layer); BERT
+@pytest.mark.parametrize("architecture, heads", [("squeezebert", 4), ("squeezebert", 8), ("squeezebert", 2),
+                                                 ("bert", 4)])
+def test_export_matches_torch_on_large_logits(tmp_path, tiny_tokenizer_dir, architecture, heads):
     """With a wide initialisation the logits are large, so a layout slip cannot hide under the tolerance."""
     import torch
     import transformers
@@ -125,7 +128,7 @@ def test_export_matches_torch_on_large_logits(tmp_path, tiny_tokenizer_dir, arch
     from engine.build.squeeze import squeezebert_config
 
     torch.manual_seed(1)
-    config = transformers.BertConfig(vocab_size=120, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+    config = transformers.BertConfig(vocab_size=120, hidden_size=48, num_hidden_layers=2, num_attention_heads=heads,
                                      intermediate_size=96, initializer_range=0.4, num_labels=9)
     if architecture == "squeezebert":
         config = squeezebert_config(config, 4)

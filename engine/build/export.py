@@ -174,7 +174,8 @@ class ExportModel(nn.Module):
                 groups = {config.q_groups, config.k_groups, config.v_groups, config.intermediate_groups, config.output_groups}
                 layer_class = ExportLayer
                 extra = ()
-                if len(groups) == 1 and groups != {1} and config.post_attention_groups == 1:
+                if (len(groups) == 1 and groups != {1} and config.post_attention_groups == 1
+                        and config.num_attention_heads % config.q_groups == 0):  # whole heads in every group
                     layer_class, extra = GroupedExportLayer, (groups.pop(),)
                 layers.append(layer_class(
                     lin(p + "attention.query", config.q_groups), lin(p + "attention.key", config.k_groups),
