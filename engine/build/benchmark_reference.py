@@ -3,16 +3,24 @@ the same configuration in a transformers pipeline. Build-time code, imported by 
 installed."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from engine.benchmark import CACHE, ENCODERS
 
 
+def exporter_version() -> str:
+    """A short hash of the exporter's source: cached exports from another version of it are not reused."""
+    from engine.build import export
+
+    return hashlib.sha256(Path(export.__file__).read_bytes()).hexdigest()[:8]
+
+
 def export_random(task: str, architecture: str, precision: str, tokenizer_file: Path, encoder: str = "shipped") -> Path:
     """A bundle with random weights in one of ENCODERS' configurations (timing does not depend on weight values)."""
     size = "" if encoder == "shipped" else f"-{encoder}"
-    out = CACHE / f"{architecture}-{task}-{precision}{size}"
+    out = CACHE / f"{architecture}-{task}-{precision}{size}-{exporter_version()}"
     if (out / "manifest.json").is_file():
         return out
     import torch
