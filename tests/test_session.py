@@ -6,20 +6,24 @@ import onnxruntime as ort
 from engine.session import OnnxSession, inference_session, session_options
 
 
-def optimised_ops(model_path, make_session) -> set[str]:
+def optimised_ops(model_path, make_session, out_dir) -> set[str]:
+    """The op types of the graph a session made by `make_session` runs, after its optimisations."""
     options = session_options(1)
-    options.optimized_model_filepath = str(model_path.parent.parent / f"{model_path.parent.name}-optimised.onnx")
+    options.optimized_model_filepath = str(out_dir / f"{make_session.__name__}-optimised.onnx")
     make_session(str(model_path), options)
     return {node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node}
 
 
-def test_sessions_keep_layer_norm_unfused_in_bert(tiny_bundles):
+def test_sessions_keep_layer_norm_unfused_in_bert(tiny_bundles, tmp_path):
     """ORT's SkipLayerNormalization ran slower than the ops it fuses on this project's CPUs (docs/benchmarks.md)."""
     model = tiny_bundles[("bert", "sentiment")] / "model.onnx"
-    plain = optimised_ops(model, lambda path, options: ort.InferenceSession(path, options,
-                                                                             providers=["CPUExecutionProvider"]))
+
+    def plain_session(path, options):
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    plain = optimised_ops(model, plain_session, tmp_path)
     assert "SkipLayerNormalization" in plain  # what ORT does by default: the test below can fail
-    ours = optimised_ops(model, inference_session)
+    ours = optimised_ops(model, inference_session, tmp_path)
     assert "SkipLayerNormalization" not in ours and "LayerNormalization" in ours
 
 
