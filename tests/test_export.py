@@ -88,19 +88,24 @@ def test_unsupported_checkpoint_is_refused(tmp_path):
         build_bundle(tmp_path / "mlm", tmp_path / "out")
 
 
-def test_squeezebert_graph_has_one_int8_matmul_per_fused_projection(tiny_bundles):
+def test_squeezebert_graph_quantises_each_input_once_and_keeps_one_per_group_bias(tiny_bundles):
     import collections
 
     import onnx
 
     graph = onnx.load(str(tiny_bundles[("squeezebert", "sentiment")] / "model.onnx")).graph
     ops = collections.Counter(n.op_type for n in graph.node)
-    # per layer: fused QKV, attention output, FFN in, FFN out; then pooler and classifier
-    assert ops["MatMulInteger"] == 4 * 2 + 2
-    assert ops["DynamicQuantizeLinear"] == ops["MatMulInteger"]
-    assert ops["Split"] == 2  # per layer, the head-major projection's q | k | v
+    # per layer: Q, K, V, attention output, FFN in, FFN out; then pooler and classifier
+    assert ops["MatMulInteger"] == 6 * 2 + 2
+    assert ops["DynamicQuantizeLinear"] == 4 * 2 + 2  # Q, K and V share their input's
+    assert ops["Split"] == 0
     # per layer: into groups, K^T, heads back to tokens, FFN into and out of groups; none to pick out the heads
     assert ops["Transpose"] == 5 * 2
+    ranks = {t.name: len(t.dims) for t in graph.initializer}
+    # the exporter stores equal tensors (an untrained model's zero biases) once, the others as Identity of it
+    ranks.update({n.output[0]: ranks[n.input[0]] for n in graph.node if n.op_type == "Identity" and n.input[0] in ranks})
+    per_group_bias_adds = [n for n in graph.node if n.op_type == "Add" and any(ranks.get(i, 0) >= 3 for i in n.input)]
+    assert len(per_group_bias_adds) == 2  # per layer, the FFN input's, before GELU; the rest are folded
 
 
 def randomise_biases(model, seed: int = 3) -> None:

@@ -96,12 +96,17 @@ class ExportLayer(nn.Module):
 class GroupedExportLayer(nn.Module):
     """A SqueezeBERT layer with every grouped 1x1 conv as one batched MatMul over groups.
 
-    Q, K and V read the same input, so they are fused into one grouped projection (one int8 quantisation of the
-    input instead of three) whose weights are batched per group and head, [groups, heads/groups, in/groups, 3 x
-    head size]: its output is already head-major, [batch, heads, tokens, q | k | v], so the heads need no transpose
-    (it cost 4% of SqueezeBERT int8's time at seq 128). The FFN stays in group-major layout [groups, tokens,
-    channels] between its two grouped layers, whose blocks line up (group g of the first feeds group g of the
-    second). ONNX Runtime quantises the batched MatMuls like any other.
+    Q, K and V are batched per group and head, [groups, heads/groups, in/groups, head size]: their outputs are
+    already head-major, [batch, heads, tokens, head size], so the heads need no transpose (it cost 4% of SqueezeBERT
+    int8's time at seq 128), and ONNX Runtime quantises their shared input once, as it does for BERT. The FFN stays
+    in group-major layout [groups, tokens, channels] between its two grouped layers, whose blocks line up (group g
+    of the first feeds group g of the second).
+
+    ONNX Runtime's int8 MatMuls take only a 1-D bias, so a per-group bias is an Add of its own over the whole
+    activation. All but the FFN's first (before GELU) are folded away exactly: K's adds a constant to each query's
+    scores, which softmax drops; V's passes through the softmax (each row sums to 1) into attn_out's bias; Q's
+    becomes a per-key score term q_bias . k, one tiny MatMul joined to the mask; the FFN output's moves into ln1's
+    shift (the residual) and, subtracted, into the FFN input's bias.
     """
 
     def __init__(self, q, k, v, attn_out, ln1, inter, out, ln2, heads, eps, groups):
@@ -112,14 +117,15 @@ class GroupedExportLayer(nn.Module):
         d, heads_per_group = self.hidden // heads, heads // groups
         # group g's output columns are heads g*hpg .. (g+1)*hpg-1, d each: split them out per head
         per_head = lambda w: per_group(w).view(groups, -1, heads_per_group, d)  # noqa: E731  [G, in/G, hpg, d]
-        self.qkv = nn.Parameter(torch.cat([per_head(q), per_head(k), per_head(v)], dim=-1).permute(0, 2, 1, 3).contiguous())
-        self.qkv_bias = nn.Parameter(
-            torch.cat([w.bias.view(groups, heads_per_group, 1, d) for w in (q, k, v)], dim=-1))  # [G, hpg, 1, 3d]
-        self.attn_out, self.ln1, self.ln2 = attn_out, ln1, ln2
-        self.inter = nn.Parameter(per_group(inter))
-        self.inter_bias = nn.Parameter(inter.bias.view(groups, 1, -1).clone())
-        self.out = nn.Parameter(per_group(out))
-        self.out_bias = nn.Parameter(out.bias.clone())
+        self.wq, self.wk, self.wv = (nn.Parameter(per_head(w).permute(0, 2, 1, 3).contiguous()) for w in (q, k, v))
+        inter_w, out_w = per_group(inter), per_group(out)
+        with torch.no_grad():  # the bias folds (class docstring)
+            self.q_bias = nn.Parameter(q.bias.view(1, heads, 1, d) / math.sqrt(d))
+            attn_out.bias += v.bias @ attn_out.weights[0]
+            self.ln1 = nn.ParameterList([ln1[0], nn.Parameter(ln1[1] + out.bias)])
+            self.inter_bias = nn.Parameter(inter.bias.view(groups, 1, -1) - torch.bmm(out.bias.view(groups, 1, -1), inter_w))
+        self.attn_out, self.ln2 = attn_out, ln2
+        self.inter, self.out = nn.Parameter(inter_w), nn.Parameter(out_w)
 
     def to_groups(self, h):
         """[B, S, C] -> [G, B*S, C/G]"""
@@ -130,14 +136,14 @@ class GroupedExportLayer(nn.Module):
         g, hidden, heads = self.groups, self.hidden, self.heads
         d = hidden // heads
         x = h.view(batch, seq, g, hidden // g).transpose(1, 2).unsqueeze(2)  # [B, G, 1, S, C/G]
-        qkv = torch.matmul(x, self.qkv) + self.qkv_bias  # [B, G, hpg, S, 3d]: per head q | k | v
-        q, k, v = qkv.reshape(batch, heads, seq, 3 * d).split(d, dim=-1)
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d) + additive_mask
+        q, k, v = (torch.matmul(x, w).reshape(batch, heads, seq, d) for w in (self.wq, self.wk, self.wv))
+        k_t = k.transpose(-1, -2)
+        scores = torch.matmul(q, k_t) / math.sqrt(d) + (torch.matmul(self.q_bias, k_t) + additive_mask)
         context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(batch, seq, hidden)
         a = F.layer_norm(self.attn_out(context) + h, (hidden,), *self.ln1, eps=self.eps)
         i = torch.matmul(self.to_groups(a), self.inter) + self.inter_bias  # [G, B*S, I/G]
         i = i * 0.5 * (1.0 + torch.erf(i / math.sqrt(2.0)))
-        o = torch.matmul(i, self.out).transpose(0, 1).reshape(batch, seq, hidden) + self.out_bias
+        o = torch.matmul(i, self.out).transpose(0, 1).reshape(batch, seq, hidden)
         return F.layer_norm(o + a, (hidden,), *self.ln2, eps=self.eps)
 
 

@@ -76,28 +76,25 @@ def bert_layer(w, i) -> dict[str, np.ndarray]:
 
 
 def squeezebert_layer(w, i, config) -> dict[str, np.ndarray]:
+    """The export folds most biases away (GroupedExportLayer): K's, V's and the FFN output's come back as zeros,
+    with attn_out's, ln1's shift and the FFN input's as folded, which computes the same function."""
     p, s = f"layers.{i}.", f"transformer.encoder.layers.{i}."
     out = {}
-    if p + "qkv" not in w:
+    if p + "wq" not in w:
         raise ValueError("only the paper's grouping (one group count for q, k, v and the FFN) can be recovered")
-    groups = config.q_groups
-    per = config.hidden_size // groups
-    qkv, qkv_bias = w[p + "qkv"], w[p + "qkv_bias"]
-    if qkv.ndim == 4:  # batched per group and head, [G, hpg, in/G, (q|k|v) x d]: back to per group
-        heads_per_group, d = qkv.shape[1], per // qkv.shape[1]
-        qkv = qkv.reshape(groups, heads_per_group, -1, 3, d).transpose(0, 2, 3, 1, 4)
-        qkv_bias = qkv_bias.reshape(groups, heads_per_group, 3, d).transpose(0, 2, 1, 3)
-    qkv = qkv.reshape(groups, -1, 3, per)  # [G, in/G, (q|k|v), out/G] (bundles before 2026-12-04 stored this)
-    qkv_bias = qkv_bias.reshape(groups, 3, per)
-    for n, name in enumerate(("query", "key", "value")):
-        out[s + f"attention.{name}.weight"] = _grouped(qkv[:, :, n])
-        out[s + f"attention.{name}.bias"] = qkv_bias[:, n].reshape(-1)
+    groups, hidden = config.q_groups, config.hidden_size
+    for src, name in (("wq", "query"), ("wk", "key"), ("wv", "value")):
+        per_head = w[p + src]  # [G, heads/G, in/G, d]
+        out[s + f"attention.{name}.weight"] = _grouped(per_head.transpose(0, 2, 1, 3).reshape(groups, hidden // groups, -1))
+        out[s + f"attention.{name}.bias"] = np.zeros(hidden, np.float32)
+    d = hidden // config.num_attention_heads
+    out[s + "attention.query.bias"] = w[p + "q_bias"].reshape(-1) * np.float32(np.sqrt(d))
     out[s + "post_attention.conv1d.weight"] = _linear(w, p + "attn_out")[..., None]
     out[s + "post_attention.conv1d.bias"] = w[p + "attn_out.bias"]
     out[s + "intermediate.conv1d.weight"] = _grouped(w[p + "inter"])
     out[s + "intermediate.conv1d.bias"] = w[p + "inter_bias"].reshape(-1)
     out[s + "output.conv1d.weight"] = _grouped(w[p + "out"])
-    out[s + "output.conv1d.bias"] = w[p + "out_bias"]
+    out[s + "output.conv1d.bias"] = np.zeros(hidden, np.float32)
     for src, dst in (("ln1", "post_attention.layernorm"), ("ln2", "output.layernorm")):
         out[s + dst + ".weight"], out[s + dst + ".bias"] = w[p + src + ".0"], w[p + src + ".1"]
     return out
