@@ -105,7 +105,7 @@ def test_squeezebert_graph_quantises_each_input_once_and_keeps_one_per_group_bia
     # the exporter stores equal tensors (an untrained model's zero biases) once, the others as Identity of it
     ranks.update({n.output[0]: ranks[n.input[0]] for n in graph.node if n.op_type == "Identity" and n.input[0] in ranks})
     per_group_bias_adds = [n for n in graph.node if n.op_type == "Add" and any(ranks.get(i, 0) >= 3 for i in n.input)]
-    assert len(per_group_bias_adds) == 2  # per layer, the FFN input's, before GELU; the rest are folded
+    assert len(per_group_bias_adds) == 2  # per layer, the FFN input's, before GELU; Q's, K's and V's are moved
 
 
 def randomise_biases(model, seed: int = 3) -> None:

@@ -76,8 +76,8 @@ def bert_layer(w, i) -> dict[str, np.ndarray]:
 
 
 def squeezebert_layer(w, i, config) -> dict[str, np.ndarray]:
-    """The export folds most biases away (GroupedExportLayer): K's, V's and the FFN output's come back as zeros,
-    with attn_out's, ln1's shift and the FFN input's as folded, which computes the same function."""
+    """The export moves Q's and V's biases and drops K's, which softmax ignores (GroupedExportLayer): K's comes back
+    as zeros, which computes the same function."""
     p, s = f"layers.{i}.", f"transformer.encoder.layers.{i}."
     out = {}
     if p + "wq" not in w:
@@ -86,15 +86,16 @@ def squeezebert_layer(w, i, config) -> dict[str, np.ndarray]:
     for src, name in (("wq", "query"), ("wk", "key"), ("wv", "value")):
         per_head = w[p + src]  # [G, heads/G, in/G, d]
         out[s + f"attention.{name}.weight"] = _grouped(per_head.transpose(0, 2, 1, 3).reshape(groups, hidden // groups, -1))
-        out[s + f"attention.{name}.bias"] = np.zeros(hidden, np.float32)
     d = hidden // config.num_attention_heads
     out[s + "attention.query.bias"] = w[p + "q_bias"].reshape(-1) * np.float32(np.sqrt(d))
+    out[s + "attention.key.bias"] = np.zeros(hidden, np.float32)
+    out[s + "attention.value.bias"] = w[p + "v_bias"]
     out[s + "post_attention.conv1d.weight"] = _linear(w, p + "attn_out")[..., None]
     out[s + "post_attention.conv1d.bias"] = w[p + "attn_out.bias"]
     out[s + "intermediate.conv1d.weight"] = _grouped(w[p + "inter"])
     out[s + "intermediate.conv1d.bias"] = w[p + "inter_bias"].reshape(-1)
     out[s + "output.conv1d.weight"] = _grouped(w[p + "out"])
-    out[s + "output.conv1d.bias"] = np.zeros(hidden, np.float32)
+    out[s + "output.conv1d.bias"] = w[p + "out_bias"]
     for src, dst in (("ln1", "post_attention.layernorm"), ("ln2", "output.layernorm")):
         out[s + dst + ".weight"], out[s + dst + ".bias"] = w[p + src + ".0"], w[p + src + ".1"]
     return out
