@@ -40,7 +40,8 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def make_checkpoint(folder: Path, architecture: str, task: str, tokenizer_dir: Path, seed: int = 0) -> Path:
+def make_checkpoint(folder: Path, architecture: str, task: str, tokenizer_dir: Path, seed: int = 0,
+                    heads: int = 4) -> Path:
     """A tiny randomly initialised BertFor*/SqueezeBertFor* checkpoint in Hugging Face format."""
     import torch
     import transformers
@@ -52,7 +53,7 @@ def make_checkpoint(folder: Path, architecture: str, task: str, tokenizer_dir: P
     labels = {"sentiment": ["negative", "positive"], "entities": TINY_ENTITY_LABELS, "qa": []}[task]
     kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels))} if labels else {}
     config = transformers.BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=heads, intermediate_size=64,
         max_position_embeddings=512, **kwargs,
     )
     if architecture == "squeezebert":

@@ -24,10 +24,12 @@ def load(folder):
     return getattr(transformers, config.architectures[0]).from_pretrained(folder).eval()
 
 
-@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
+# SqueezeBERT with 1 head per group (4 heads) and 2 (8 heads), whose per-head weights interleave differently
+@pytest.mark.parametrize("architecture, heads", [("squeezebert", 4), ("squeezebert", 8), ("bert", 4)])
 @pytest.mark.parametrize("task", list(TASK_HEADS))
-def test_fp32_bundle_recovers_the_exact_model(tmp_path, tiny_tokenizer_dir, architecture, task):
-    original = distinct_weights(make_checkpoint(tmp_path / "ckpt", architecture, task, tiny_tokenizer_dir, seed=3))
+def test_fp32_bundle_recovers_the_exact_model(tmp_path, tiny_tokenizer_dir, architecture, heads, task):
+    checkpoint = make_checkpoint(tmp_path / "ckpt", architecture, task, tiny_tokenizer_dir, seed=3, heads=heads)
+    original = distinct_weights(checkpoint)
     build_bundle(original, tmp_path / "bundle", precision="fp32")
     recovered = load(recover_checkpoint(tmp_path / "bundle", tmp_path / "recovered"))
     original = load(original)
