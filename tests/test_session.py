@@ -6,6 +6,11 @@ import onnxruntime as ort
 from engine.session import OnnxSession, inference_session, session_options
 
 
+def default_session(path, options):
+    """A session as ORT makes it by default, every fusion on."""
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def optimised_ops(model_path, make_session, out_dir) -> set[str]:
     """The op types of the graph a session made by `make_session` runs, after its optimisations."""
     options = session_options(1)
@@ -17,11 +22,7 @@ def optimised_ops(model_path, make_session, out_dir) -> set[str]:
 def test_sessions_keep_layer_norm_unfused_in_bert(tiny_bundles, tmp_path):
     """ORT's SkipLayerNormalization ran slower than the ops it fuses on this project's CPUs (docs/benchmarks.md)."""
     model = tiny_bundles[("bert", "sentiment")] / "model.onnx"
-
-    def plain_session(path, options):
-        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-    plain = optimised_ops(model, plain_session, tmp_path)
+    plain = optimised_ops(model, default_session, tmp_path)
     assert "SkipLayerNormalization" in plain  # what ORT does by default: the test below can fail
     ours = optimised_ops(model, inference_session, tmp_path)
     assert "SkipLayerNormalization" not in ours and "LayerNormalization" in ours
@@ -31,7 +32,7 @@ def test_unfused_session_gives_the_same_outputs(tiny_bundles):
     model = tiny_bundles[("bert", "sentiment")] / "model.onnx"
     ids = np.array([[2, 7, 8, 9, 10, 11, 3]], dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    plain = ort.InferenceSession(str(model), session_options(1), providers=["CPUExecutionProvider"])
+    plain = default_session(str(model), session_options(1))
     expected = plain.run(None, {i.name: feeds[i.name] for i in plain.get_inputs()})[0]
     got = next(iter(OnnxSession(model, threads=1).run(feeds).values()))
     np.testing.assert_allclose(got, expected, atol=0.05)
