@@ -17,6 +17,7 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
+from engine import native  # noqa: E402
 from engine.errors import InferenceError  # noqa: E402  (re-exported)
 
 
@@ -31,11 +32,15 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     # Pool threads otherwise spin for a while after each run, taking both cores from whatever runs next: the
     # UI thread, tokenisation, or another model's session (interleaved runs were twice as slow).
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    kernels = native.library()
+    if kernels is not None:  # SqueezeBERT's int8 bundles call its GroupedQGemm op
+        options.register_custom_ops_library(str(kernels))
     return options
 
 
 # ORT's SkipLayerNormalization (residual Add, bias Add and LayerNorm in one kernel) runs slower on this CPU than the
-# three ops it replaces: BERT int8 is 2-8% faster without it (docs/benchmarks.md). SqueezeBERT's graphs never get it.
+# three ops it replaces: BERT int8 in ORT's own ops was 2-8% faster without it (docs/benchmarks.md). The shipped
+# bundles add their skip connections inside engine.native's kernel, so only exports that do not fit it could get it.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
@@ -51,6 +56,9 @@ class OnnxSession:
         try:
             self._session = inference_session(str(model_path), options)
         except Exception as exc:  # ORT raises its own exception types for bad graphs
+            if native.OP in str(exc) and native.library() is None:
+                raise InferenceError(f"cannot load ONNX model {model_path}: it needs the {native.OP} kernel library, "
+                                     "which is not built (run `python -m engine.native`, or scripts/setup.sh)") from None
             raise InferenceError(f"cannot load ONNX model {model_path}: {exc}") from None
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]

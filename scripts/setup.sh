@@ -19,3 +19,5 @@ if [ ! -f "$STAMP" ]; then
   fi
   touch "$STAMP"
 fi
+# SqueezeBERT's int8 kernel (engine/native): rebuilt only when its source changed; needs a C compiler
+python -m engine.native >/dev/null

@@ -1,0 +1,43 @@
+/* The kernels' entry points (grouped_qgemm.c, attention.c), for the ONNX Runtime side (ort_ops.c). */
+#ifndef SQB_KERNELS_H
+#define SQB_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+enum { SQB_PATH_PORTABLE, SQB_PATH_AVX2, SQB_PATH_AVX512_VNNI };
+
+/* One GroupedQGemm call (grouped_qgemm.c): what ort_ops.c reads from the op's inputs and attributes. */
+typedef struct {
+    const uint8_t *a;
+    size_t lda;               /* G*K */
+    int32_t a_zero_point;
+    float a_scale;
+    const int8_t *b;
+    const float *b_scale;
+    const int32_t *colsum;
+    const float *bias;
+    float *out[3];
+    const float *residual;    /* or NULL */
+    int splits;               /* outputs; each takes n / splits of every group's columns */
+    int groups, k, n;
+    int batch, seq, heads;    /* heads 0: token-major output */
+    int gelu;                 /* apply GELU (erf form) to the output */
+    int path;                 /* SQB_PATH_*: the code path its tiles take */
+    int row_tiles, col_tiles; /* per batch row; per group */
+} sqb_gemm_job_t;
+
+/* Split the call into tasks (sets row_tiles and col_tiles); each task is one sqb_gemm_tile(job, index). */
+size_t sqb_gemm_tiles(sqb_gemm_job_t *job);
+void sqb_gemm_tile(void *job, size_t index);
+
+/* The fastest path this CPU has, or a slower one named by the environment variable SQB_NATIVE_PATH. */
+int sqb_best_path(void);
+extern const char *const SQB_PATH_NAMES[3];
+
+/* One head: softmax(q k^T * scale + mask) v for q, k, v [seq, head_size] and an additive mask [seq], into
+   out[i * out_stride + c]. `work` holds sqb_attention_work_floats(seq, head_size) floats. */
+void sqb_attention_head(int path, const float *q, const float *k, const float *v, const float *mask, float *out,
+                        size_t out_stride, int seq, int head_size, float scale, float *work);
+size_t sqb_attention_work_floats(int seq, int head_size);
+
+#endif

@@ -1,0 +1,353 @@
+/* The ONNX Runtime side of the two ops in the domain "squeezebert.desktop": their schemas, reading inputs, running
+   the kernels on ORT's thread pool, and registration (RegisterCustomOps, called by ORT when a session loads this
+   library).
+
+   GroupedQGemm, inputs:
+            0 A uint8 [..., G*K]          activations, quantised by DynamicQuantizeLinear (1: scale, 2: zero point)
+            3 B int8 [G, N/16, K/4, 16, 4] group g's [K, N] weights, 16 columns x 4 rows per 64-byte block
+            4 b_scale float [G*N]          one symmetric scale per group and output column
+            5 b_colsum int32 [G*N]         column sums of B, for A's zero point
+            6 bias float [G*N]
+            7 residual float (optional), shaped as the output: added last (the layer's skip connection)
+   Outputs: `splits` of them (1 or 3): each group's N columns are split evenly between them, so Q, K and V come
+   out of one call (one pass over A, one task list for the threads).
+   Attributes: heads, 0 for a token-major output, else the head count of a head-major [batch, heads, seq, d] output
+   (A is then [batch, seq, G*K]); gelu, 1 to apply GELU to the output (the FFN's first layer).
+
+   y[m, g*N + n] = a_scale * b_scale[g*N + n] * (sum_k A[m, g*K + k] * B_g[k, n] - a_zp * colsum[g*N + n]) + bias
+   (then GELU, then + residual), for output n / (N / splits) at column g*N/splits + n % (N / splits).
+
+   MaskedAttention: below.
+*/
+#include "kernels.h"
+#include "ort_abi.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const OrtApiSlot *api;
+
+#define ORT(slot, type) ((type)api[SLOT_##slot])
+typedef OrtStatus *(*create_status_fn)(int, const char *);
+typedef OrtStatus *(*get_input_fn)(const OrtKernelContext *, size_t, const OrtValue **);
+typedef OrtStatus *(*get_output_fn)(OrtKernelContext *, size_t, const int64_t *, size_t, OrtValue **);
+typedef OrtStatus *(*mutable_data_fn)(OrtValue *, void **);
+typedef OrtStatus *(*type_and_shape_fn)(const OrtValue *, OrtTensorTypeAndShapeInfo **);
+typedef OrtStatus *(*element_type_fn)(const OrtTensorTypeAndShapeInfo *, int *);
+typedef OrtStatus *(*dims_count_fn)(const OrtTensorTypeAndShapeInfo *, size_t *);
+typedef OrtStatus *(*dims_fn)(const OrtTensorTypeAndShapeInfo *, int64_t *, size_t);
+typedef void (*release_info_fn)(OrtTensorTypeAndShapeInfo *);
+typedef void (*release_status_fn)(OrtStatus *);
+typedef const char *(*error_message_fn)(const OrtStatus *);
+typedef OrtStatus *(*attribute_int_fn)(const OrtKernelInfo *, const char *, int64_t *);
+typedef OrtStatus *(*parallel_for_fn)(const OrtKernelContext *, void (*)(void *, size_t), size_t, size_t, void *);
+typedef OrtStatus *(*create_domain_fn)(const char *, OrtCustomOpDomain **);
+typedef OrtStatus *(*domain_add_fn)(OrtCustomOpDomain *, const OrtCustomOp *);
+typedef OrtStatus *(*add_domain_fn)(OrtSessionOptions *, OrtCustomOpDomain *);
+typedef const char *(*build_info_fn)(void);
+
+#define MAX_RANK 8
+
+/* ------------------------------------------------------------------------------------------ the ORT kernel */
+typedef struct {
+    int64_t heads, gelu, splits;
+    int path;
+} kernel_t;
+
+static const int INPUT_TYPES[8] = {ELEM_UINT8, ELEM_FLOAT, ELEM_UINT8, ELEM_INT8, ELEM_FLOAT, ELEM_INT32, ELEM_FLOAT,
+                                   ELEM_FLOAT};
+
+typedef struct {
+    const OrtValue *value;
+    void *data;
+    int element_type;
+    size_t rank;
+    int64_t dims[MAX_RANK];
+    int64_t count;
+} tensor_t;
+
+static OrtStatus *error(const char *message) { return ORT(CreateStatus, create_status_fn)(ORT_INVALID_ARGUMENT_CODE, message); }
+
+static OrtStatus *read_input(OrtKernelContext *ctx, size_t index, int element_type, tensor_t *t)
+{
+    OrtStatus *status;
+    OrtTensorTypeAndShapeInfo *info = NULL;
+    if ((status = ORT(KernelContext_GetInput, get_input_fn)(ctx, index, &t->value))) return status;
+    if ((status = ORT(GetTensorTypeAndShape, type_and_shape_fn)(t->value, &info))) return status;
+    status = ORT(GetTensorElementType, element_type_fn)(info, &t->element_type);
+    if (!status) status = ORT(GetDimensionsCount, dims_count_fn)(info, &t->rank);
+    if (!status && t->rank > MAX_RANK) status = error("GroupedQGemm: input rank above 8");
+    if (!status) status = ORT(GetDimensions, dims_fn)(info, t->dims, t->rank);
+    ORT(ReleaseTensorTypeAndShapeInfo, release_info_fn)(info);
+    if (status) return status;
+    if (t->element_type != element_type) return error("GroupedQGemm: an input has the wrong element type");
+    t->count = 1;
+    for (size_t i = 0; i < t->rank; i++) t->count *= t->dims[i];
+    return ORT(GetTensorMutableData, mutable_data_fn)((OrtValue *)t->value, &t->data);
+}
+
+static OrtStatus *compute(void *state, OrtKernelContext *ctx)
+{
+    const kernel_t *kernel = (const kernel_t *)state;
+    tensor_t in[8];
+    OrtStatus *status;
+    for (size_t i = 0; i < 7; i++)
+        if ((status = read_input(ctx, i, INPUT_TYPES[i], &in[i]))) return status;
+    const OrtValue *residual_value = NULL;
+    if ((status = ORT(KernelContext_GetInput, get_input_fn)(ctx, 7, &residual_value))) return status;
+    if (residual_value && (status = read_input(ctx, 7, ELEM_FLOAT, &in[7]))) return status;
+
+    const tensor_t *a = &in[0], *b = &in[3];
+    if (b->rank != 5 || b->dims[3] != 16 || b->dims[4] != 4 || a->rank < 1)
+        return error("GroupedQGemm: B must be packed [G, N/16, K/4, 16, 4]");
+    sqb_gemm_job_t job;
+    job.groups = (int)b->dims[0];
+    job.n = (int)b->dims[1] * 16;
+    job.k = (int)b->dims[2] * 4;
+    job.splits = (int)kernel->splits;
+    job.heads = (int)kernel->heads;
+    job.gelu = kernel->gelu != 0;
+    job.path = kernel->path;
+    if (job.splits < 1 || job.splits > 3 || job.n % (16 * job.splits) != 0)
+        return error("GroupedQGemm: splits must be 1 to 3 and divide each group's columns in blocks of 16");
+    int64_t packed_width = (int64_t)job.groups * job.n, width = packed_width / job.splits;
+    if (a->dims[a->rank - 1] != (int64_t)job.groups * job.k)
+        return error("GroupedQGemm: A's last dimension is not G*K");
+    if (in[1].count != 1 || in[2].count != 1) return error("GroupedQGemm: A's scale and zero point must be scalars");
+    if (in[4].count != packed_width || in[5].count != packed_width || in[6].count != packed_width)
+        return error("GroupedQGemm: b_scale, b_colsum and bias must have G*N values");
+
+    int64_t rows = a->count / a->dims[a->rank - 1];
+    int64_t out_dims[MAX_RANK];
+    size_t out_rank;
+    if (job.heads == 0) {
+        job.batch = 1;
+        job.seq = (int)rows;
+        memcpy(out_dims, a->dims, sizeof(int64_t) * a->rank);
+        out_dims[a->rank - 1] = width;
+        out_rank = a->rank;
+    } else {
+        if (a->rank != 3) return error("GroupedQGemm: a head-major output needs A as [batch, seq, G*K]");
+        if (width % job.heads != 0 || (width / job.heads) % 16 != 0)
+            return error("GroupedQGemm: head size must be a multiple of 16");
+        job.batch = (int)a->dims[0];
+        job.seq = (int)a->dims[1];
+        out_dims[0] = a->dims[0];
+        out_dims[1] = job.heads;
+        out_dims[2] = a->dims[1];
+        out_dims[3] = width / job.heads;
+        out_rank = 4;
+    }
+    job.residual = NULL;
+    if (residual_value) {
+        if (job.heads != 0 || job.splits != 1 || in[7].count != rows * width)
+            return error("GroupedQGemm: a residual needs one token-major output of its shape");
+        job.residual = (const float *)in[7].data;
+    }
+    for (int o = 0; o < job.splits; o++) {
+        OrtValue *out_value;
+        if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, o, out_dims, out_rank, &out_value))) return status;
+        if (!out_value) return error("GroupedQGemm: fewer outputs than splits");
+        if ((status = ORT(GetTensorMutableData, mutable_data_fn)(out_value, (void **)&job.out[o]))) return status;
+    }
+    if (rows == 0) return NULL;
+
+    job.a = (const uint8_t *)a->data;
+    job.lda = (size_t)job.groups * job.k;
+    job.a_scale = *(const float *)in[1].data;
+    job.a_zero_point = *(const uint8_t *)in[2].data;
+    job.b = (const int8_t *)b->data;
+    job.b_scale = (const float *)in[4].data;
+    job.colsum = (const int32_t *)in[5].data;
+    job.bias = (const float *)in[6].data;
+    size_t tiles = sqb_gemm_tiles(&job);
+    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, sqb_gemm_tile, tiles, tiles, &job);
+}
+
+static OrtStatus *create_kernel(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
+{
+    (void)op;
+    (void)ort;
+    kernel_t *kernel = (kernel_t *)malloc(sizeof *kernel);
+    if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "GroupedQGemm: out of memory");
+    static const char *const names[3] = {"heads", "gelu", "splits"};
+    static const int64_t defaults[3] = {0, 0, 1}; /* token-major, no activation, one output */
+    int64_t *values[3] = {&kernel->heads, &kernel->gelu, &kernel->splits};
+    for (int i = 0; i < 3; i++) {
+        OrtStatus *status = ORT(KernelInfoGetAttribute_int64, attribute_int_fn)(info, names[i], values[i]);
+        if (status) {
+            ORT(ReleaseStatus, release_status_fn)(status);
+            *values[i] = defaults[i];
+        }
+    }
+    kernel->path = sqb_best_path();
+    *out = kernel;
+    return NULL;
+}
+
+static void *create_kernel_v1(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info)
+{
+    void *kernel = NULL;
+    OrtStatus *status = create_kernel(op, ort, info, &kernel);
+    if (status) ORT(ReleaseStatus, release_status_fn)(status);
+    return kernel;
+}
+
+static void compute_v1(void *kernel, OrtKernelContext *ctx)
+{
+    OrtStatus *status = compute(kernel, ctx);
+    if (status) ORT(ReleaseStatus, release_status_fn)(status);
+}
+
+static void destroy_kernel(void *kernel) { free(kernel); }
+static const char *op_name(const OrtCustomOp *op) { (void)op; return "GroupedQGemm"; }
+static const char *op_provider(const OrtCustomOp *op) { (void)op; return "CPUExecutionProvider"; }
+static int input_type(const OrtCustomOp *op, size_t i) { (void)op; return i < 8 ? INPUT_TYPES[i] : 0; }
+static size_t input_count(const OrtCustomOp *op) { (void)op; return 8; }
+static int output_type(const OrtCustomOp *op, size_t i) { (void)op; (void)i; return ELEM_FLOAT; }
+static size_t output_count(const OrtCustomOp *op) { (void)op; return 3; }
+/* the residual input and the second and third outputs may be left out */
+static int input_presence(const OrtCustomOp *op, size_t i) { (void)op; return i == 7 ? OPTIONAL : REQUIRED; }
+static int output_presence(const OrtCustomOp *op, size_t i) { (void)op; return i > 0 ? OPTIONAL : REQUIRED; }
+static int default_memory(const OrtCustomOp *op, size_t i) { (void)op; (void)i; return 0; }
+static int one(const OrtCustomOp *op) { (void)op; return 1; }
+static int since_version(const OrtCustomOp *op) { (void)op; return 1; }
+static int until_version(const OrtCustomOp *op) { (void)op; return 0x7fffffff; }
+static size_t no_pairs(int **in, int **out) { *in = NULL; *out = NULL; return 0; }
+static void release_pairs(int *in, int *out) { (void)in; (void)out; }
+
+static const OrtCustomOp grouped_qgemm = {
+    SQB_ORT_API_VERSION, create_kernel_v1, op_name, op_provider, input_type, input_count, output_type,
+    output_count, compute_v1, destroy_kernel, input_presence, output_presence, default_memory, one, one, one, one,
+    create_kernel, compute, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs, release_pairs,
+};
+
+/* ------------------------------------------------------------------------------------------ MaskedAttention */
+/* Inputs: 0 Q, 1 K, 2 V float [batch, heads, seq, d] (GroupedQGemm's head-major outputs), 3 an additive mask with
+   batch * seq values (0 for a token, a large negative number for padding). Attribute scale (1/sqrt(d)).
+   Output: the context, token-major [batch, seq, heads * d]. One task per batch item and head. */
+typedef OrtStatus *(*attribute_float_fn)(const OrtKernelInfo *, const char *, float *);
+
+typedef struct {
+    float scale;
+    int path;
+} attention_kernel_t;
+
+typedef struct {
+    const float *q, *k, *v, *mask;
+    float *out;
+    int heads, seq, d, path;
+    float scale;
+} attention_job_t;
+
+static void run_head(void *data, size_t index)
+{
+    const attention_job_t *job = (const attention_job_t *)data;
+    size_t batch = index / job->heads, head = index % job->heads;
+    size_t head_elements = (size_t)job->seq * job->d, offset = index * head_elements;
+    float *work = (float *)malloc(sizeof(float) * sqb_attention_work_floats(job->seq, job->d));
+    if (!work) return; /* the output keeps ORT's allocation; see compute_attention */
+    sqb_attention_head(job->path, job->q + offset, job->k + offset, job->v + offset, job->mask + batch * job->seq,
+                       job->out + batch * head_elements * job->heads + head * job->d, (size_t)job->heads * job->d,
+                       job->seq, job->d, job->scale, work);
+    free(work);
+}
+
+static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
+{
+    const attention_kernel_t *kernel = (const attention_kernel_t *)state;
+    tensor_t in[4];
+    OrtStatus *status;
+    for (size_t i = 0; i < 4; i++)
+        if ((status = read_input(ctx, i, ELEM_FLOAT, &in[i]))) return status;
+    const tensor_t *q = &in[0];
+    if (q->rank != 4) return error("MaskedAttention: Q, K and V must be [batch, heads, seq, head size]");
+    for (int i = 1; i < 3; i++)
+        if (in[i].rank != 4 || memcmp(in[i].dims, q->dims, sizeof(int64_t) * 4) != 0)
+            return error("MaskedAttention: K and V must have Q's shape");
+    if (in[3].count != q->dims[0] * q->dims[2]) return error("MaskedAttention: the mask needs batch * seq values");
+    attention_job_t job = {(const float *)q->data, (const float *)in[1].data, (const float *)in[2].data,
+                           (const float *)in[3].data, NULL, (int)q->dims[1], (int)q->dims[2], (int)q->dims[3],
+                           kernel->path, kernel->scale};
+    int64_t out_dims[3] = {q->dims[0], q->dims[2], q->dims[1] * q->dims[3]};
+    OrtValue *out_value;
+    if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 0, out_dims, 3, &out_value))) return status;
+    if ((status = ORT(GetTensorMutableData, mutable_data_fn)(out_value, (void **)&job.out))) return status;
+    size_t heads = (size_t)q->dims[0] * job.heads;
+    if (heads == 0 || job.seq == 0) return NULL;
+    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, run_head, heads, heads, &job);
+}
+
+static OrtStatus *create_attention(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
+{
+    (void)op;
+    (void)ort;
+    attention_kernel_t *kernel = (attention_kernel_t *)malloc(sizeof *kernel);
+    if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "MaskedAttention: out of memory");
+    OrtStatus *status = ORT(KernelInfoGetAttribute_float, attribute_float_fn)(info, "scale", &kernel->scale);
+    if (status) {
+        free(kernel);
+        return status;
+    }
+    kernel->path = sqb_best_path();
+    *out = kernel;
+    return NULL;
+}
+
+static void *create_attention_v1(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info)
+{
+    void *kernel = NULL;
+    OrtStatus *status = create_attention(op, ort, info, &kernel);
+    if (status) ORT(ReleaseStatus, release_status_fn)(status);
+    return kernel;
+}
+
+static void compute_attention_v1(void *kernel, OrtKernelContext *ctx)
+{
+    OrtStatus *status = compute_attention(kernel, ctx);
+    if (status) ORT(ReleaseStatus, release_status_fn)(status);
+}
+
+static const char *attention_name(const OrtCustomOp *op) { (void)op; return "MaskedAttention"; }
+static int float_type(const OrtCustomOp *op, size_t i) { (void)op; (void)i; return ELEM_FLOAT; }
+static size_t four(const OrtCustomOp *op) { (void)op; return 4; }
+static size_t single(const OrtCustomOp *op) { (void)op; return 1; }
+static int required_io(const OrtCustomOp *op, size_t i) { (void)op; (void)i; return REQUIRED; }
+
+static const OrtCustomOp masked_attention = {
+    SQB_ORT_API_VERSION, create_attention_v1, attention_name, op_provider, float_type, four, float_type,
+    single, compute_attention_v1, destroy_kernel, required_io, required_io, default_memory, one, one, one, one,
+    create_attention, compute_attention, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs,
+    release_pairs,
+};
+
+/* The two slots checked before the table is trusted: ones with a result known without a session. */
+static const char *abi_mismatch(void)
+{
+    const char *info = ORT(GetBuildInfoString, build_info_fn)();
+    if (!info || strncmp(info, "ORT Build Info", 14) != 0) return "GetBuildInfoString is not where expected";
+    OrtStatus *status = ORT(KernelContext_ParallelFor, parallel_for_fn)(NULL, sqb_gemm_tile, 1, 1, NULL);
+    if (!status) return "KernelContext_ParallelFor is not where expected";
+    int ok = strstr(ORT(GetErrorMessage, error_message_fn)(status), "context") != NULL;
+    ORT(ReleaseStatus, release_status_fn)(status);
+    return ok ? NULL : "KernelContext_ParallelFor is not where expected";
+}
+
+#define DOMAIN "squeezebert.desktop"
+
+__attribute__((visibility("default"))) OrtStatus *RegisterCustomOps(OrtSessionOptions *options, const OrtApiBase *base)
+{
+    api = base->GetApi(SQB_ORT_API_VERSION);
+    if (!api) return NULL; /* cannot even report: ORT older than API 17 */
+    const char *mismatch = abi_mismatch();
+    if (mismatch) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, mismatch);
+    OrtCustomOpDomain *domain;
+    OrtStatus *status = ORT(CreateCustomOpDomain, create_domain_fn)(DOMAIN, &domain);
+    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &grouped_qgemm);
+    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &masked_attention);
+    if (!status) status = ORT(AddCustomOpDomain, add_domain_fn)(options, domain);
+    return status;
+}
+
+/* Which path kernels created now take: "avx512-vnni", "avx2" or "portable". */
+__attribute__((visibility("default"))) const char *sqb_native_path(void) { return SQB_PATH_NAMES[sqb_best_path()]; }

@@ -1,0 +1,156 @@
+"""The GroupedQGemm kernel (engine/native) against a numpy reference, on both of its code paths."""
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from engine import native
+from engine.build.export import pack_groups, unpack_groups
+from engine.errors import InferenceError
+from engine.session import OnnxSession, session_options
+
+pytestmark = pytest.mark.skipif(native.library() is None, reason="kernel library not built")
+
+
+def erf(x):
+    return np.vectorize(math.erf)(x)
+
+
+def op_model(weight, scale, bias, heads=0, gelu=0, splits=1, residual=False, rank=3):
+    """DynamicQuantizeLinear on X, then one GroupedQGemm (weight [G, K, N] int8)."""
+    groups, k, n = weight.shape
+    inputs = ["xq", "xs", "xz", "B", "scale", "colsum", "bias"] + (["R"] if residual else [])
+    outputs = [f"Y{i}" for i in range(splits)]
+    initialisers = [numpy_helper.from_array(pack_groups(weight), "B"), numpy_helper.from_array(scale, "scale"),
+                    numpy_helper.from_array(weight.astype(np.int32).sum(1).reshape(-1).astype(np.int32), "colsum"),
+                    numpy_helper.from_array(bias, "bias")]
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["X"], ["xq", "xs", "xz"]),
+             helper.make_node(native.OP, inputs, outputs, domain=native.DOMAIN, heads=heads, gelu=gelu, splits=splits)]
+    shape = ["b", "s", groups * k][-rank:]
+    graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)]
+    if residual:
+        graph_inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", graph_inputs,
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], initialisers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(native.DOMAIN, 1)])
+    return model.SerializeToString()
+
+
+def reference(x, weight, scale, bias, heads=0, gelu=0, splits=1, residual=None):
+    """What the op computes, in float64 from ONNX's DynamicQuantizeLinear definition."""
+    groups, k, n = weight.shape
+    low, high = min(x.min(initial=0), 0), max(x.max(initial=0), 0)
+    step = (high - low) / 255 or 1.0  # an empty input has no range
+    zero = np.clip(np.round(-low / step), 0, 255)
+    q = np.clip(np.round(x / step) + zero, 0, 255) - zero
+    y = np.einsum("...gk,gkn->...gn", q.reshape(*x.shape[:-1], groups, k), weight.astype(np.float64))
+    y = y * step * scale.reshape(groups, n) + bias.reshape(groups, n)
+    if gelu:
+        y = 0.5 * y * (1 + erf(y / math.sqrt(2)))
+    width = groups * n // splits
+    outs = [part.reshape(*x.shape[:-1], width) for part in np.split(y, splits, axis=-1)]
+    if heads:
+        outs = [o.reshape(*x.shape[:-1], heads, width // heads).swapaxes(-2, -3) for o in outs]
+    if residual is not None:
+        outs = [o + residual for o in outs]
+    return outs
+
+
+CASES = [  # groups, K, N (per group, all splits), heads, gelu, splits, residual, x shape
+    (4, 96, 288, 12, 0, 3, False, (1, 128)),   # SqueezeBERT's Q | K | V, head-major
+    (4, 96, 384, 0, 1, 1, False, (1, 37)),     # FFN in, GELU, rows not a multiple of 8
+    (4, 384, 96, 0, 0, 1, True, (2, 19)),      # FFN out with the skip connection, batch 2
+    (1, 64, 48, 1, 0, 3, False, (3, 5)),       # dense, one 16-wide head, a 48-column tile spanning Q, K and V
+    (2, 8, 32, 0, 1, 1, True, (1, 1)),         # one token
+    (4, 16, 16, 0, 0, 1, False, (7,)),         # 2-D input
+    (4, 16, 16, 0, 0, 1, False, (1, 0)),       # no tokens
+]
+
+
+PATHS = ["portable", "avx2", "avx512-vnni"]  # slowest first
+
+
+@pytest.fixture(params=PATHS)
+def code_path(request, monkeypatch):
+    if PATHS.index(request.param) > PATHS.index(native.kernel_path()):
+        pytest.skip(f"this CPU has no {request.param}")
+    monkeypatch.setenv("SQB_NATIVE_PATH", request.param)
+    assert native.kernel_path() == request.param
+    return request.param
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:3])) + f"-h{c[3]}g{c[4]}s{c[5]}r{int(c[6])}")
+def test_kernel_matches_reference(case, code_path):
+    groups, k, n, heads, gelu, splits, with_residual, rows = case
+    rng = np.random.default_rng(k * n + len(rows))
+    weight = rng.integers(-127, 128, (groups, k, n), dtype=np.int8)
+    scale = (rng.random(groups * n) * 0.004 + 0.001).astype(np.float32)
+    bias = rng.standard_normal(groups * n).astype(np.float32)
+    x = (rng.standard_normal((*rows, groups * k)) * 2).astype(np.float32)
+    residual = rng.standard_normal((*rows, groups * n // splits)).astype(np.float32) if with_residual else None
+    session = ort.InferenceSession(op_model(weight, scale, bias, heads, gelu, splits, with_residual, rank=x.ndim),
+                                   session_options(2), providers=["CPUExecutionProvider"])
+    feeds = {"X": x, **({"R": residual} if with_residual else {})}
+    got = session.run(None, feeds)
+    want = reference(x.astype(np.float64), weight, scale, bias, heads, gelu, splits, residual)
+    assert len(got) == splits
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4 * max(1.0, float(np.abs(w).max(initial=0))))
+
+
+def test_packing_round_trips():
+    weight = np.random.default_rng(0).integers(-127, 128, (3, 8, 32), dtype=np.int8)
+    packed = pack_groups(weight)
+    assert packed.shape == (3, 2, 2, 16, 4)
+    assert packed[1, 1, 0, 5, 2] == weight[1, 2, 16 + 5]  # group 1, row 4*0 + 2, column 16*1 + 5
+    np.testing.assert_array_equal(unpack_groups(packed), weight)
+
+
+def test_bad_shapes_are_refused_with_a_message():
+    weight = np.ones((4, 16, 32), np.int8)
+    model = op_model(weight, np.ones(128, np.float32), np.zeros(128, np.float32), heads=3)  # 128 / 3 heads
+    session = ort.InferenceSession(model, session_options(1), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="head size must be a multiple of 16"):
+        session.run(None, {"X": np.ones((1, 4, 64), np.float32)})
+
+
+def test_a_bundle_that_needs_the_kernel_says_so_when_it_is_not_built(tiny_bundles, monkeypatch):
+    model = tiny_bundles[("squeezebert", "sentiment")] / "model.onnx"
+    monkeypatch.setattr(native, "library", lambda: None)
+    with pytest.raises(InferenceError, match="not built"):
+        OnnxSession(model)
+
+
+def test_kernel_path_names_this_cpus_path():
+    assert native.kernel_path() in PATHS
+
+
+def attention_model(scale):
+    names = ["Q", "K", "V", "M"]
+    graph = helper.make_graph(
+        [helper.make_node(native.ATTENTION_OP, names, ["Y"], domain=native.DOMAIN, scale=scale)], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(native.DOMAIN, 1)])
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("batch, heads, seq, head_size", [(1, 12, 128, 32), (2, 3, 37, 64), (1, 2, 1, 16),
+                                                          (3, 1, 19, 8)])
+def test_attention_matches_reference(batch, heads, seq, head_size, code_path):
+    rng = np.random.default_rng(seq)
+    q, k, v = (rng.standard_normal((batch, heads, seq, head_size)).astype(np.float32) * 2 for _ in range(3))
+    keep = np.ones((batch, seq), np.float32)
+    keep[-1, seq // 2 + 1:] = 0  # padding in the last row of the batch
+    mask = ((1 - keep) * -10000.0).reshape(batch, 1, 1, seq)
+    scale = 1 / math.sqrt(head_size)
+    session = ort.InferenceSession(attention_model(scale), session_options(2), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"Q": q, "K": k, "V": v, "M": mask})[0]
+    scores = np.einsum("bhid,bhjd->bhij", q.astype(np.float64), k) * scale + mask
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    want = np.einsum("bhij,bhjd->bihd", weights, v).reshape(batch, seq, heads * head_size)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
