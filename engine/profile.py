@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-# int8 projection kernels and the activation quantisation that feeds them
+# int8 projection kernels and the activation quantisation that feeds them; GroupedQGemm (engine.native) also
+# applies the FFN's GELU and the skip connections' adds as it writes its output
 QUANTISED_PROJECTIONS = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
-                         "QLinearMatMul", "QuantizeLinear"}
+                         "QLinearMatMul", "QuantizeLinear", "GroupedQGemm"}
 MATMULS = {"MatMul", "FusedMatMul", "Gemm"}
 KINDS = ("projections", "attention", "other")
 
@@ -27,7 +28,7 @@ def node_kind(op_type: str, inputs: list[str], constants: set[str]) -> str:
         return "projections"
     if op_type in MATMULS:
         return "projections" if any(name in constants for name in inputs[:2]) else "attention"
-    if op_type == "Softmax":
+    if op_type in ("Softmax", "MaskedAttention"):  # the latter: engine.native's scores, softmax and context in one
         return "attention"
     return "other"
 

@@ -32,41 +32,89 @@ def test_tiny_checkpoints_export_quantise_and_match(tiny_bundles, architecture, 
             assert first.shape[1] == seq
 
 
-def test_int8_graph_uses_integer_matmuls_not_conv(tiny_bundles):
+def test_int8_graph_uses_integer_kernels_not_conv(tiny_bundles):
     import onnx
 
     for architecture in ("squeezebert", "bert"):
         graph = onnx.load(str(tiny_bundles[(architecture, "sentiment")] / "model.onnx")).graph
         ops = {n.op_type for n in graph.node}
         assert "Conv" not in ops and "ConvInteger" not in ops
-        assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+        assert "GroupedQGemm" in ops  # the encoder's projections
+        assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}  # the heads'
 
 
-def test_bert_weights_get_per_column_scales_squeezebert_group_weights_per_group_and_column(tiny_bundles):
+def test_int8_weights_get_one_scale_per_group_and_column(tiny_bundles):
     import onnx
     from onnx import numpy_helper
 
-    for architecture in ("bert", "squeezebert"):
+    from engine.build.export import unpack_groups
+
+    for architecture, groups in (("bert", 1), ("squeezebert", 4)):
         bundle = tiny_bundles[(architecture, "qa")]
         graph = onnx.load(str(bundle / "model.onnx")).graph
         values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        matmul_weights = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
-        assert matmul_weights
-        grouped = [name for name in matmul_weights if values[name].ndim >= 3]  # per group, or per group and head
-        assert bool(grouped) == (architecture == "squeezebert")
-        for name in matmul_weights:
-            weight, scale = values[name], values[name.replace("_quantized", "_scale")]
-            if architecture == "bert":
-                assert scale.size == weight.shape[-1], name
-            elif weight.ndim >= 3:
-                assert scale.shape == weight.shape[:-2] + (1, weight.shape[-1]), name
-                assert (np.abs(weight.astype(np.int32)).max(axis=-2) == 127).all(), name  # each column's full range
-                assert not values[name.replace("_quantized", "_zero_point")].any()
-            else:
-                assert scale.size == 1, name
+        kernels = [n for n in graph.node if n.op_type == "GroupedQGemm"]
+        assert len(kernels) == 4 * 2  # Q|K|V, attention output, FFN in, FFN out; two layers
+        for node in kernels:
+            packed, scale, colsum = (values[name] for name in node.input[3:6])
+            weight = unpack_groups(packed).astype(np.int32)  # [G, K, N]
+            grouped = node.name.split("/")[-2] != "attn_out"  # the attention output projection is dense
+            assert weight.shape[0] == (groups if grouped else 1), node.name
+            assert scale.shape == colsum.shape == (weight.shape[0] * weight.shape[2],)
+            assert (np.abs(weight).max(axis=1) == 127).all(), node.name  # each group's column uses its full range
+            np.testing.assert_array_equal(colsum, weight.sum(axis=1).reshape(-1))
+        heads = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
+        assert heads and all(values[name.replace("_quantized", "_scale")].size == values[name].shape[-1] for name in heads)
         scheme = json.loads((bundle / "manifest.json").read_text())["onnx"]["onnxruntime_quantization"]
-        assert ("per-column" in scheme) == (architecture == "bert")
-        assert ("per group and column" in scheme) == (architecture == "squeezebert")
+        assert "per-column" in scheme and "GroupedQGemm" in scheme
+
+
+@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
+def test_int8_layers_are_five_kernels_with_no_layout_or_bias_ops_around_them(tiny_bundles, architecture):
+    import collections
+
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(tiny_bundles[(architecture, "sentiment")] / "model.onnx")).graph
+    ops = collections.Counter(n.op_type for n in graph.node)
+    layers = 2
+    assert ops["GroupedQGemm"] == 4 * layers
+    assert ops["DynamicQuantizeLinear"] == 4 * layers + 2  # Q, K and V share one; then the pooler and classifier
+    assert ops["MaskedAttention"] == layers
+    # Q, K and V come out of their kernel head-major, the context out of attention token-major; the FFN-in kernel
+    # applies GELU and splits Q | K | V
+    assert not ops["Transpose"] and not ops["Softmax"] and not ops["Erf"] and not ops["Split"]
+    kernels = {n.name.split("/")[-2]: n for n in graph.node if n.op_type == "GroupedQGemm" and "layers.0" in n.name}
+    attributes = {name: {a.name: helper.get_attribute_value(a) for a in node.attribute} for name, node in kernels.items()}
+    assert attributes["qkv"]["splits"] == 3 and attributes["qkv"]["heads"] == 4 and len(kernels["qkv"].output) == 3
+    assert attributes["inter"]["gelu"] == 1
+    assert len(kernels["attn_out"].input) == len(kernels["out"].input) == 8  # with the skip connection
+    # no bias or residual Add over a projection's output is left: every Add is the mask's, the embeddings' or a head's
+    projected = {o for node in kernels.values() for o in node.output}
+    assert not [n for n in graph.node if n.op_type == "Add" and set(n.input) & projected]
+
+
+def test_squeezebert_that_does_not_fit_the_kernel_gets_batched_matmuls_per_group_and_column(tmp_path, tiny_tokenizer_dir):
+    """8 heads of 8: too narrow for the kernel's 16-column blocks, so the export falls back to ORT's batched int8
+    MatMuls, re-quantised with one scale per group and output column."""
+    import onnx
+    from onnx import numpy_helper
+
+    checkpoint = make_checkpoint(tmp_path / "ckpt", "squeezebert", "qa", tiny_tokenizer_dir, heads=8)
+    manifest = build_bundle(checkpoint, tmp_path / "bundle", max_length=96)
+    graph = onnx.load(str(tmp_path / "bundle" / "model.onnx")).graph
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    assert not [n for n in graph.node if n.op_type == "GroupedQGemm"]
+    grouped = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger" and values[n.input[1]].ndim >= 3]
+    assert grouped
+    for name in grouped:
+        weight, scale = values[name], values[name.replace("_quantized", "_scale")]
+        assert scale.shape == weight.shape[:-2] + (1, weight.shape[-1]), name
+        assert (np.abs(weight.astype(np.int32)).max(axis=-2) == 127).all(), name
+        assert not values[name.replace("_quantized", "_zero_point")].any()
+    assert "per group and column" in manifest["onnx"]["onnxruntime_quantization"]
+    assert manifest["parity"]["int8"]["argmax_agreement"] > 0.8
 
 
 def test_checkpoint_with_only_vocab_txt_gets_a_tokenizer(tmp_path, tiny_tokenizer_dir):
@@ -86,26 +134,6 @@ def test_unsupported_checkpoint_is_refused(tmp_path):
     transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "mlm")
     with pytest.raises(ValueError, match="BertForMaskedLM"):
         build_bundle(tmp_path / "mlm", tmp_path / "out")
-
-
-def test_squeezebert_graph_quantises_each_input_once_and_keeps_one_per_group_bias(tiny_bundles):
-    import collections
-
-    import onnx
-
-    graph = onnx.load(str(tiny_bundles[("squeezebert", "sentiment")] / "model.onnx")).graph
-    ops = collections.Counter(n.op_type for n in graph.node)
-    # per layer: Q, K, V, attention output, FFN in, FFN out; then pooler and classifier
-    assert ops["MatMulInteger"] == 6 * 2 + 2
-    assert ops["DynamicQuantizeLinear"] == 4 * 2 + 2  # Q, K and V share their input's
-    assert ops["Split"] == 0
-    # per layer: into groups, K^T, heads back to tokens, FFN into and out of groups; none to pick out the heads
-    assert ops["Transpose"] == 5 * 2
-    ranks = {t.name: len(t.dims) for t in graph.initializer}
-    # the exporter stores equal tensors (an untrained model's zero biases) once, the others as Identity of it
-    ranks.update({n.output[0]: ranks[n.input[0]] for n in graph.node if n.op_type == "Identity" and n.input[0] in ranks})
-    per_group_bias_adds = [n for n in graph.node if n.op_type == "Add" and any(ranks.get(i, 0) >= 3 for i in n.input)]
-    assert len(per_group_bias_adds) == 2  # per layer, the FFN input's, before GELU; Q's, K's and V's are moved
 
 
 def randomise_biases(model, seed: int = 3) -> None:

@@ -9,8 +9,10 @@ def test_node_kind_tells_weights_from_activations():
     weights = {"W"}
     assert node_kind("DynamicQuantizeMatMul", ["x", "W_quantized"], weights) == "projections"
     assert node_kind("MatMul", ["x", "W"], weights) == "projections"
+    assert node_kind("GroupedQGemm", ["xq", "xs", "xz", "W.packed"], weights) == "projections"
     assert node_kind("FusedMatMul", ["q", "k"], weights) == "attention"  # QK^T: two activations
     assert node_kind("Softmax", ["scores"], weights) == "attention"
+    assert node_kind("MaskedAttention", ["q", "k", "v", "mask"], weights) == "attention"
     assert node_kind("Add", ["x", "W"], weights) == "other"  # a bias add is element-wise work
 
 
@@ -44,7 +46,8 @@ def test_profile_of_an_int8_bundle_accounts_for_its_kernels(tiny_bundles, archit
     assert kinds["projections"] > 0 and kinds["attention"] > 0 and kinds["other"] > 0
     assert sum(kinds.values()) == pytest.approx(summary["kernel_ms"], abs=0.002)
     ops = {o["op"] for o in summary["by_op"]}
-    assert "Softmax" in ops and ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}
+    assert {"GroupedQGemm", "MaskedAttention"} <= ops  # the encoder's (engine.native)
+    assert ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}  # the head's
 
 
 def test_profile_without_models_says_so(tmp_path, monkeypatch):

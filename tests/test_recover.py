@@ -40,17 +40,22 @@ def test_fp32_bundle_recovers_the_exact_model(tmp_path, tiny_tokenizer_dir, arch
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-# SqueezeBERT's export drops it (softmax ignores it); the fp32 test above checks the function without it
+# SqueezeBERT's batched-MatMul export drops it (softmax ignores it); the fp32 test above checks the function without
+# it. The GroupedQGemm export keeps it.
 DROPPED_BIASES = ("attention.key.bias",)
 
 
-@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])  # per-tensor and per-column int8 scales
-def test_int8_bundle_recovers_weights_within_one_quantisation_step(tmp_path, tiny_tokenizer_dir, architecture):
-    original = distinct_weights(make_checkpoint(tmp_path / "ckpt", architecture, "qa", tiny_tokenizer_dir, seed=4))
-    build_bundle(original, tmp_path / "bundle", precision="int8")
+# 4 heads of 16: GroupedQGemm kernels; SqueezeBERT with 8 heads of 8: ORT's batched int8 MatMuls
+@pytest.mark.parametrize("architecture, heads", [("squeezebert", 4), ("squeezebert", 8), ("bert", 4)])
+def test_int8_bundle_recovers_weights_within_one_quantisation_step(tmp_path, tiny_tokenizer_dir, architecture, heads):
+    original = distinct_weights(make_checkpoint(tmp_path / "ckpt", architecture, "qa", tiny_tokenizer_dir, seed=4,
+                                                heads=heads))
+    manifest = build_bundle(original, tmp_path / "bundle", precision="int8")
+    assert ("GroupedQGemm" in manifest["onnx"]["onnxruntime_quantization"]) == (heads == 4)
+    dropped = DROPPED_BIASES if heads == 8 else ()
     recovered = load(recover_checkpoint(tmp_path / "bundle", tmp_path / "recovered")).state_dict()
     for name, want in load(original).state_dict().items():
-        if ".pooler." in name or name.endswith("position_ids") or name.endswith(DROPPED_BIASES):
+        if ".pooler." in name or name.endswith("position_ids") or (dropped and name.endswith(dropped)):
             continue
         step = float(want.abs().max()) * 2 / 255  # a per-tensor step bounds the per-column ones too
         assert torch.max(torch.abs(recovered[name] - want)) <= step + 1e-6, name

@@ -30,6 +30,7 @@ from onnx import numpy_helper
 from tokenizers import Tokenizer
 from torch import nn
 
+from engine import native
 from engine.bundle import sha256_of
 
 TASK_OF_HEAD = {
@@ -147,10 +148,153 @@ class GroupedExportLayer(nn.Module):
         return F.layer_norm(o + a, (hidden,), *self.ln2, eps=self.eps)
 
 
+# --------------------------------------------------------------------- SqueezeBERT int8: the GroupedQGemm kernel
+class DynamicQuantize(torch.autograd.Function):
+    """ONNX DynamicQuantizeLinear: uint8 values, scale and zero point of a range that always includes 0."""
+
+    @staticmethod
+    def forward(ctx, x):
+        low, high = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
+        scale = (high - low) / 255.0
+        zero_point = torch.clamp(torch.round(-low / scale), 0, 255)
+        quantized = torch.clamp(torch.round(x / scale) + zero_point, 0, 255)
+        return quantized.to(torch.uint8), scale, zero_point.to(torch.uint8)
+
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("DynamicQuantizeLinear", x, outputs=3)
+
+
+class GroupedQGemm(torch.autograd.Function):
+    """engine/native/grouped_qgemm.c's op: one int8 GEMM per group over token-major activations, dequantised,
+    biased, activated (`gelu`) and added to `residual` (or None), written token-major ([..., G*N]) or head-major
+    ([batch, heads, seq, d]) when `heads` is given; with `splits` 3, each group's columns are Q | K | V and come out
+    as three tensors."""
+
+    @staticmethod
+    def forward(ctx, quantized, scale, zero_point, packed, column_scale, column_sum, bias, residual, heads, gelu, splits):
+        groups, k, n = packed.shape[0], packed.shape[2] * 4, packed.shape[1] * 16
+        weight = unpack_groups(packed).float()  # [G, K, N]
+        a = (quantized.float() - zero_point.float()).unflatten(-1, (groups, k))
+        y = torch.einsum("...gk,gkn->...gn", a, weight) * (scale * column_scale.view(groups, n)) + bias.view(groups, n)
+        if gelu:
+            y = y * 0.5 * (1.0 + torch.erf(y / math.sqrt(2.0)))
+        outputs = [part.flatten(-2) for part in y.unflatten(-1, (splits, -1)).unbind(-2)]  # each [..., G * N/splits]
+        if heads:
+            outputs = [o.unflatten(-1, (heads, -1)).transpose(1, 2) for o in outputs]
+        if residual is not None:
+            outputs = [o + residual for o in outputs]
+        return tuple(outputs) if splits > 1 else outputs[0]
+
+    @staticmethod
+    def symbolic(g, quantized, scale, zero_point, packed, column_scale, column_sum, bias, residual, heads, gelu, splits):
+        inputs = [quantized, scale, zero_point, packed, column_scale, column_sum, bias]
+        if residual is not None and not residual.node().mustBeNone():
+            inputs.append(residual)
+        return g.op(f"{native.DOMAIN}::{native.OP}", *inputs, heads_i=heads, gelu_i=int(gelu), splits_i=splits,
+                    outputs=splits)
+
+
+class MaskedAttention(torch.autograd.Function):
+    """engine/native's attention op: softmax(q k^T * scale + mask) v for head-major q, k, v [batch, heads, seq, d]
+    and an additive mask [batch, 1, 1, seq], written token-major [batch, seq, heads * d]."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scale):
+        weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale + mask, dim=-1)
+        return torch.matmul(weights, v).transpose(1, 2).flatten(2)
+
+    @staticmethod
+    def symbolic(g, q, k, v, mask, scale):
+        return g.op(f"{native.DOMAIN}::{native.ATTENTION_OP}", q, k, v, mask, scale_f=scale)
+
+
+def pack_groups(weight):
+    """[G, K, N] -> [G, N/16, K/4, 16, 4], for torch tensors and numpy arrays: the blocks GroupedQGemm's kernel
+    loads, 16 columns x 4 rows each."""
+    groups, k, n = weight.shape
+    order = (0, 3, 1, 4, 2)
+    blocks = weight.reshape(groups, k // 4, 4, n // 16, 16)
+    moved = blocks.transpose(order) if isinstance(weight, np.ndarray) else blocks.permute(order)
+    return np.ascontiguousarray(moved) if isinstance(weight, np.ndarray) else moved.contiguous()
+
+
+def unpack_groups(packed):
+    """The inverse of pack_groups, for torch tensors and numpy arrays."""
+    groups, column_blocks, row_quads = packed.shape[:3]
+    order = (0, 2, 4, 1, 3)
+    moved = packed.transpose(order) if isinstance(packed, np.ndarray) else packed.permute(order)
+    return moved.reshape(groups, row_quads * 4, column_blocks * 16)
+
+
+def fits_grouped_qgemm(k: int, n: int, head_size: int | None = None) -> bool:
+    """The kernel's blocks: 4 input rows, 16 output columns, and whole blocks per head for a head-major output."""
+    return k % 4 == 0 and n % 16 == 0 and (head_size is None or head_size % 16 == 0)
+
+
+class QuantizedGroups(nn.Module):
+    """Grouped projections for GroupedQGemm: int8 weights with one symmetric scale per group and output column
+    (the scheme quantize_per_group_column gives ORT's batched MatMuls), packed, with their column sums. Given
+    several projections of one input (Q, K and V), each group's columns are theirs side by side, for one call."""
+
+    def __init__(self, *projections):
+        super().__init__()
+        self.splits = len(projections)
+        groups = projections[0].groups
+        per_group = torch.cat([torch.stack([p.detach() for p in w.weights]) for w in projections], dim=2)  # [G, K, N]
+        bias = torch.cat([w.bias.detach().view(groups, -1) for w in projections], dim=1)
+        scale = torch.clamp(per_group.abs().amax(dim=1, keepdim=True) / 127.0, min=1e-12)  # [G, 1, N]
+        weight = torch.clamp(torch.round(per_group / scale), -127, 127).to(torch.int8)
+        self.register_buffer("packed", pack_groups(weight))
+        self.register_buffer("scale", scale.reshape(-1).float())
+        self.register_buffer("colsum", weight.sum(dim=1, dtype=torch.int32).reshape(-1))
+        self.register_buffer("bias", bias.reshape(-1).float().clone())
+
+    def forward(self, quantized, heads: int = 0, gelu: bool = False, residual=None):
+        return GroupedQGemm.apply(*quantized, self.packed, self.scale, self.colsum, self.bias, residual, heads, gelu,
+                                  self.splits)
+
+
+class NativeLayer(nn.Module):
+    """An int8 encoder layer whose projections are GroupedQGemm ops: SqueezeBERT's grouped ones (4 groups) and
+    BERT's and SqueezeBERT's dense ones (1 group) alike, so that both models run on the same kernel.
+
+    The kernel reads token-major activations and writes Q, K and V head-major from one call, so no transpose into
+    or out of groups or heads is left; it adds each projection's own bias, so none has to move
+    (GroupedExportLayer); it applies the FFN's GELU as it writes the first FFN layer, and adds the skip connection
+    as it writes the attention output and the second FFN layer. Attention itself is one MaskedAttention op, which
+    writes the context token-major."""
+
+    def __init__(self, q, k, v, attn_out, ln1, inter, out, ln2, heads, eps):
+        super().__init__()
+        self.heads, self.eps = heads, eps
+        self.hidden = int(ln1[0].shape[0])
+        self.qkv = QuantizedGroups(q, k, v)
+        self.attn_out, self.inter, self.out = QuantizedGroups(attn_out), QuantizedGroups(inter), QuantizedGroups(out)
+        self.ln1, self.ln2 = ln1, ln2
+
+    @staticmethod
+    def fits(parts, heads: int) -> bool:
+        q, k, v, attn_out, _, inter, out, _ = parts
+        head_size = q.bias.numel() // heads
+        return q.groups == k.groups == v.groups and all(
+            fits_grouped_qgemm(w.in_per_group, w.weights[0].shape[1], head_size if w in (q, k, v) else None)
+            for w in (q, k, v, attn_out, inter, out))
+
+    def forward(self, h, additive_mask):
+        hidden = self.hidden
+        d = hidden // self.heads
+        q, k, v = self.qkv(DynamicQuantize.apply(h), heads=self.heads)  # each [B, heads, S, d]
+        context = MaskedAttention.apply(q, k, v, additive_mask, 1.0 / math.sqrt(d))  # [B, S, hidden]
+        a = F.layer_norm(self.attn_out(DynamicQuantize.apply(context), residual=h), (hidden,), *self.ln1, eps=self.eps)
+        i = self.inter(DynamicQuantize.apply(a), gelu=True)
+        return F.layer_norm(self.out(DynamicQuantize.apply(i), residual=a), (hidden,), *self.ln2, eps=self.eps)
+
+
 class ExportModel(nn.Module):
     """BERT or SqueezeBERT with a sentiment, entities or QA head, as plain sequence-major tensor code."""
 
-    def __init__(self, model):
+    def __init__(self, model, native_int8: bool = False):
         super().__init__()
         config = model.config
         self.task = task_of(model)
@@ -177,25 +321,26 @@ class ExportModel(nn.Module):
         for i in range(config.num_hidden_layers):
             if self.squeeze:
                 p = f"{prefix}encoder.layers.{i}."
-                groups = {config.q_groups, config.k_groups, config.v_groups, config.intermediate_groups, config.output_groups}
-                layer_class = ExportLayer
-                extra = ()
-                if (len(groups) == 1 and groups != {1} and config.post_attention_groups == 1
-                        and config.num_attention_heads % config.q_groups == 0):  # whole heads in every group
-                    layer_class, extra = GroupedExportLayer, (groups.pop(),)
-                layers.append(layer_class(
+                parts = (
                     lin(p + "attention.query", config.q_groups), lin(p + "attention.key", config.k_groups),
                     lin(p + "attention.value", config.v_groups), lin(p + "post_attention.conv1d", config.post_attention_groups),
                     ln(p + "post_attention.layernorm"), lin(p + "intermediate.conv1d", config.intermediate_groups),
-                    lin(p + "output.conv1d", config.output_groups), ln(p + "output.layernorm"),
-                    config.num_attention_heads, self.eps, *extra))
+                    lin(p + "output.conv1d", config.output_groups), ln(p + "output.layernorm"))
             else:
                 p = f"{prefix}encoder.layer.{i}."
-                layers.append(ExportLayer(
+                parts = (
                     lin(p + "attention.self.query"), lin(p + "attention.self.key"), lin(p + "attention.self.value"),
                     lin(p + "attention.output.dense"), ln(p + "attention.output.LayerNorm"),
-                    lin(p + "intermediate.dense"), lin(p + "output.dense"), ln(p + "output.LayerNorm"),
-                    config.num_attention_heads, self.eps))
+                    lin(p + "intermediate.dense"), lin(p + "output.dense"), ln(p + "output.LayerNorm"))
+            heads = config.num_attention_heads
+            groups = {part.groups for part in parts if isinstance(part, GroupedLinear)} - {parts[3].groups}
+            if native_int8 and NativeLayer.fits(parts, heads):
+                layers.append(NativeLayer(*parts, heads, self.eps))
+            elif (self.squeeze and len(groups) == 1 and groups != {1} and parts[3].groups == 1
+                  and heads % config.q_groups == 0):  # the paper's grouping, whole heads in every group
+                layers.append(GroupedExportLayer(*parts, heads, self.eps, groups.pop()))
+            else:
+                layers.append(ExportLayer(*parts, heads, self.eps))
         self.layers = nn.ModuleList(layers)
         if self.task == "sentiment":
             self.pooler = lin(prefix + "pooler.dense")
@@ -233,8 +378,10 @@ def sample_batch(vocab_size: int, seed: int = 0, batch: int = 3, seq: int = 24):
     return ids, mask, types
 
 
-def export_onnx(model, path: Path) -> None:
-    export_model = ExportModel(model).eval()
+def export_onnx(model, path: Path, native_int8: bool = False) -> bool:
+    """Write the model's ONNX graph; with `native_int8`, SqueezeBERT's grouped layers as GroupedQGemm ops (int8
+    already: quantize_int8 then does the rest). Returns whether any layer took that form."""
+    export_model = ExportModel(model, native_int8).eval()
     task = export_model.task
     ids, mask, types = sample_batch(model.config.vocab_size)
     axes = {name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask", "token_type_ids")}
@@ -244,9 +391,10 @@ def export_onnx(model, path: Path) -> None:
         torch.onnx.export(
             export_model, (ids, mask, types), str(path), dynamo=False, opset_version=OPSET,
             input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=OUTPUTS[task],
-            dynamic_axes=axes, do_constant_folding=True,
+            dynamic_axes=axes, do_constant_folding=True, custom_opsets={native.DOMAIN: 1} if native_int8 else None,
         )
     onnx.checker.check_model(str(path))
+    return any(isinstance(layer, NativeLayer) for layer in export_model.layers)
 
 
 # Weight families an export may keep in fp32, as patterns over the exported weight names (see quantize_int8).
@@ -279,6 +427,8 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep_fp32: Sequence[str] = (
         per_channel=per_channel, nodes_to_exclude=excluded, extra_options={"MatMulConstBOnly": True},
     )
     kept = f"; kept fp32: {', '.join(keep_fp32)} ({len(excluded)} MatMuls)" if excluded else ""
+    if any(n.op_type == native.OP for n in graph.node):
+        kept += f"; grouped layers in {native.OP}, QInt8 weights per group and column"
     if per_channel:
         return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales" + kept
     grouped = {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) >= 3}
@@ -393,7 +543,11 @@ def build_bundle(
         parity_report = {"fp32": parity_fp32}
         if precision == "int8":
             final = Path(tmp) / "model.int8.onnx"
-            quantization = quantize_int8(fp32, final, keep_fp32)
+            to_quantize = fp32
+            grouped = Path(tmp) / "model.grouped.onnx"  # SqueezeBERT's grouped layers already int8, in GroupedQGemm
+            if not keep_fp32 and export_onnx(model, grouped, native_int8=True):
+                to_quantize = grouped
+            quantization = quantize_int8(to_quantize, final, keep_fp32)
             parity_report["int8"] = parity(model, final)
         staging = Path(tmp) / "bundle"
         staging.mkdir()

@@ -19,15 +19,26 @@ import torch
 import transformers
 from onnx import numpy_helper
 
+from engine.build.export import unpack_groups
 from engine.build.squeeze import PAPER_GROUPS, squeezebert_config
 
 
 def onnx_weights(model_path: Path) -> dict[str, np.ndarray]:
-    """Initialisers by their export name, int8 ones dequantised (scale and zero point per tensor or per column)."""
+    """Initialisers by their export name, int8 ones dequantised (scale and zero point per tensor or per column;
+    a GroupedQGemm projection's packed weights as "<name>.grouped", [G, K, N], with its "<name>.bias")."""
     raw = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model_path)).graph.initializer}
     weights = {}
+    packed = {name[: -len(".packed")] for name in raw if name.endswith(".packed")}
     for name, value in raw.items():
-        if name.endswith("_quantized"):
+        base, _, field = name.rpartition(".")
+        if base in packed:
+            if field == "packed":
+                groups, columns = value.shape[0], value.shape[1] * 16
+                scale = raw[base + ".scale"].reshape(groups, 1, columns)
+                weights[base + ".grouped"] = unpack_groups(value).astype(np.float32) * scale
+            elif field == "bias":
+                weights[name] = value.astype(np.float32)
+        elif name.endswith("_quantized"):
             base = name[: -len("_quantized")]
             zero = raw[base + "_zero_point"].astype(np.float32)
             weights[base] = (value.astype(np.float32) - zero) * raw[base + "_scale"].astype(np.float32)
@@ -63,11 +74,30 @@ def _grouped(per_group: np.ndarray) -> np.ndarray:
     return np.concatenate([block.T for block in per_group], 0)[..., None]
 
 
+def native_projections(w, p) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """A NativeLayer's six projections as (per-group weights [G, in/G, out/G], bias), or None for another layout.
+    Q, K and V share one GroupedQGemm: each group's columns are Q | K | V."""
+    if p + "qkv.grouped" not in w:
+        return None
+    qkv, qkv_bias = w[p + "qkv.grouped"], w[p + "qkv.bias"]
+    groups = qkv.shape[0]
+    split = np.split(qkv, 3, axis=2)
+    split_bias = np.split(qkv_bias.reshape(groups, -1), 3, axis=1)
+    projections = {name: (weight, bias.reshape(-1)) for name, weight, bias in zip("qkv", split, split_bias)}
+    for name in ("attn_out", "inter", "out"):
+        projections[name] = (w[p + name + ".grouped"], w[p + name + ".bias"])
+    return projections
+
+
 def bert_layer(w, i) -> dict[str, np.ndarray]:
     p, s = f"layers.{i}.", f"bert.encoder.layer.{i}."
     out = {}
+    native = native_projections(w, p)
     for src, dst in (("q", "attention.self.query"), ("k", "attention.self.key"), ("v", "attention.self.value"),
                      ("attn_out", "attention.output.dense"), ("inter", "intermediate.dense"), ("out", "output.dense")):
+        if native:
+            out[s + dst + ".weight"], out[s + dst + ".bias"] = native[src][0][0].T, native[src][1]
+            continue
         out[s + dst + ".weight"] = _linear(w, p + src)
         out[s + dst + ".bias"] = w[p + src + ".bias"]
     for src, dst in (("ln1", "attention.output.LayerNorm"), ("ln2", "output.LayerNorm")):
@@ -76,12 +106,28 @@ def bert_layer(w, i) -> dict[str, np.ndarray]:
 
 
 def squeezebert_layer(w, i, config) -> dict[str, np.ndarray]:
-    """The export moves Q's and V's biases and drops K's, which softmax ignores (GroupedExportLayer): K's comes back
-    as zeros, which computes the same function."""
+    """The int8 export (NativeLayer) keeps every projection as it is. The fp32 one (GroupedExportLayer) moves Q's and
+    V's biases and drops K's, which softmax ignores: K's comes back as zeros, which computes the same function."""
     p, s = f"layers.{i}.", f"transformer.encoder.layers.{i}."
     out = {}
-    if p + "wq" not in w:
+    native = native_projections(w, p)
+    if native:
+        for src, dst in (("q", "attention.query"), ("k", "attention.key"), ("v", "attention.value"),
+                         ("attn_out", "post_attention.conv1d"), ("inter", "intermediate.conv1d"),
+                         ("out", "output.conv1d")):
+            out[s + dst + ".weight"], out[s + dst + ".bias"] = _grouped(native[src][0]), native[src][1]
+    elif p + "wq" not in w:
         raise ValueError("only the paper's grouping (one group count for q, k, v and the FFN) can be recovered")
+    else:
+        out.update(grouped_export_layer(w, p, s, config))
+    for src, dst in (("ln1", "post_attention.layernorm"), ("ln2", "output.layernorm")):
+        out[s + dst + ".weight"], out[s + dst + ".bias"] = w[p + src + ".0"], w[p + src + ".1"]
+    return out
+
+
+def grouped_export_layer(w, p, s, config) -> dict[str, np.ndarray]:
+    """GroupedExportLayer's projections (the fp32 bundles' layout)."""
+    out = {}
     groups, hidden = config.q_groups, config.hidden_size
     for src, name in (("wq", "query"), ("wk", "key"), ("wv", "value")):
         per_head = w[p + src]  # [G, heads/G, in/G, d]
@@ -96,8 +142,6 @@ def squeezebert_layer(w, i, config) -> dict[str, np.ndarray]:
     out[s + "intermediate.conv1d.bias"] = w[p + "inter_bias"].reshape(-1)
     out[s + "output.conv1d.weight"] = _grouped(w[p + "out"])
     out[s + "output.conv1d.bias"] = w[p + "out_bias"]
-    for src, dst in (("ln1", "post_attention.layernorm"), ("ln2", "output.layernorm")):
-        out[s + dst + ".weight"], out[s + dst + ".bias"] = w[p + src + ".0"], w[p + src + ".1"]
     return out
 
 
