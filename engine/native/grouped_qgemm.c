@@ -168,13 +168,21 @@ VNNI static void tile_vnni(const sqb_gemm_job_t *job, int batch, int s0, int s1,
         int blocks = (c1 - c) / 16 < 3 ? (c1 - c) / 16 : 3;
         const int8_t *b = job->b + ((size_t)g * (job->n / 16) + c / 16) * kq * 64;
         size_t col = (size_t)g * job->n + c;
+        /* the tile's first row's addresses; later rows are whole strides on (out_at divides: once per tile) */
+        float *first[3];
+        const float *first_residual[3] = {NULL, NULL, NULL};
+        size_t stride = 0;
+        for (int j = 0; j < blocks; j++) first[j] = out_at(job, batch, s0, (int)col + 16 * j, &stride, &first_residual[j]);
         for (int s = s0; s < s1; s += 8) {
             int rows = s1 - s < 8 ? s1 - s : 8;
             const uint8_t *a = job->a + ((size_t)batch * job->seq + s) * job->lda + (size_t)g * job->k;
+            size_t offset = (size_t)(s - s0) * stride;
             float *out[3];
             const float *residual[3] = {NULL, NULL, NULL};
-            size_t stride = 0;
-            for (int j = 0; j < blocks; j++) out[j] = out_at(job, batch, s, (int)col + 16 * j, &stride, &residual[j]);
+            for (int j = 0; j < blocks; j++) {
+                out[j] = first[j] + offset;
+                residual[j] = first_residual[j] ? first_residual[j] + offset : NULL;
+            }
             if (blocks == 3) { MICRO_ROWS(3) }
             else if (blocks == 2) { MICRO_ROWS(2) }
             else { MICRO_ROWS(1) }
