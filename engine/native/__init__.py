@@ -18,7 +18,7 @@ DOMAIN = "squeezebert.desktop"
 OP = "GroupedQGemm"
 ATTENTION_OP = "MaskedAttention"
 HERE = Path(__file__).resolve().parent
-SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "kernels.h", "ort_abi.h"))
+SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "kernels.h", "vector_math.h", "ort_abi.h"))
 SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
 LIBRARY = HERE / f"libsqueezebert_kernels{SUFFIX}"
 

@@ -65,22 +65,7 @@ AUTO_VECTORISED static void head_portable(const float *q, const float *k, const 
 
 #ifdef SQB_X86
 #define AVX512 __attribute__((target("avx512f")))
-
-AVX512 static inline __m512 exp_nonpositive(__m512 x) /* as grouped_qgemm.c's */
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
+#include "vector_math.h"
 
 /* R query rows against all keys, then softmax and the context; R and the head size D are constants at every call
    site, so the context's accumulators stay in registers (with a run-time D they went to the stack: 3x slower). */

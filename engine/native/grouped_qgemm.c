@@ -69,6 +69,7 @@ static void tile_portable(const sqb_gemm_job_t *job, int batch, int s0, int s1, 
 /* ------------------------------------------------------------------------------------------ AVX-512 VNNI path */
 #ifdef SQB_X86
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#include "vector_math.h"
 
 /* GCC 12 copies and spills every accumulator of _mm512_dpbusd_epi32 on each iteration (half speed); the asm
    updates it in place. */
@@ -76,23 +77,6 @@ VNNI static inline __m512i dpbusd(__m512i acc, __m512i a_u8, __m512i b_s8)
 {
     __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a_u8), "v"(b_s8));
     return acc;
-}
-
-/* exp(x) for x <= 0: 2^n * p(r), r = x - n ln 2 in [-ln2/2, ln2/2], p of degree 6 (relative error ~2e-7) */
-VNNI static inline __m512 exp_nonpositive(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), _MM_FROUND_TO_NEAREST_INT);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
 }
 
 /* GELU, 0.5 y (1 + erf(y / sqrt 2)), with erf from Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7,
