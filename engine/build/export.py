@@ -5,8 +5,10 @@
 The graph is not traced from the transformers module: both architectures are re-expressed in one small
 sequence-major encoder whose grouped 1x1 convolutions become one MatMul per group. That keeps every projection a
 MatMul with a constant weight, which ONNX Runtime quantises to its int8 MatMul kernels (grouped ConvInteger is a
-slow path and has rejected signed weights), and it removes SqueezeBERT's NCW transposes. Parity against the
-original torch model is checked on every export and written to the manifest.
+slow path and has rejected signed weights), and it removes SqueezeBERT's NCW transposes. That is the fp32 graph.
+The int8 graph's encoder layers are engine.native's ops instead (NativeLayer: every projection one GroupedQGemm,
+attention one MaskedAttention), for both architectures; ONNX Runtime's quantiser does the embeddings and the
+head. Parity against the original torch model is checked on every export and written to the manifest.
 """
 from __future__ import annotations
 
@@ -148,7 +150,7 @@ class GroupedExportLayer(nn.Module):
         return F.layer_norm(o + a, (hidden,), *self.ln2, eps=self.eps)
 
 
-# --------------------------------------------------------------------- SqueezeBERT int8: the GroupedQGemm kernel
+# ------------------------------------------------------------ int8 layers on engine.native's kernels (both models)
 class DynamicQuantize(torch.autograd.Function):
     """ONNX DynamicQuantizeLinear: uint8 values, scale and zero point of a range that always includes 0."""
 
@@ -379,8 +381,8 @@ def sample_batch(vocab_size: int, seed: int = 0, batch: int = 3, seq: int = 24):
 
 
 def export_onnx(model, path: Path, native_int8: bool = False) -> bool:
-    """Write the model's ONNX graph; with `native_int8`, SqueezeBERT's grouped layers as GroupedQGemm ops (int8
-    already: quantize_int8 then does the rest). Returns whether any layer took that form."""
+    """Write the model's ONNX graph; with `native_int8`, the encoder layers as engine.native's ops (NativeLayer, int8
+    already: quantize_int8 then does the embeddings and the head). Returns whether any layer took that form."""
     export_model = ExportModel(model, native_int8).eval()
     task = export_model.task
     ids, mask, types = sample_batch(model.config.vocab_size)
@@ -544,7 +546,7 @@ def build_bundle(
         if precision == "int8":
             final = Path(tmp) / "model.int8.onnx"
             to_quantize = fp32
-            grouped = Path(tmp) / "model.grouped.onnx"  # SqueezeBERT's grouped layers already int8, in GroupedQGemm
+            grouped = Path(tmp) / "model.native.onnx"  # the encoder layers already int8, on engine.native's ops
             if not keep_fp32 and export_onnx(model, grouped, native_int8=True):
                 to_quantize = grouped
             quantization = quantize_int8(to_quantize, final, keep_fp32)
