@@ -238,6 +238,8 @@ typedef struct {
     float *out;
     int heads, seq, d, path;
     float scale;
+    float *work;       /* one scratch area per task */
+    size_t work_floats;
 } attention_job_t;
 
 static void run_head(void *data, size_t index)
@@ -245,12 +247,9 @@ static void run_head(void *data, size_t index)
     const attention_job_t *job = (const attention_job_t *)data;
     size_t batch = index / job->heads, head = index % job->heads;
     size_t head_elements = (size_t)job->seq * job->d, offset = index * head_elements;
-    float *work = (float *)malloc(sizeof(float) * sqb_attention_work_floats(job->seq, job->d));
-    if (!work) return; /* the output keeps ORT's allocation; see compute_attention */
     sqb_attention_head(job->path, job->q + offset, job->k + offset, job->v + offset, job->mask + batch * job->seq,
                        job->out + batch * head_elements * job->heads + head * job->d, (size_t)job->heads * job->d,
-                       job->seq, job->d, job->scale, work);
-    free(work);
+                       job->seq, job->d, job->scale, job->work + index * job->work_floats);
 }
 
 static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
@@ -268,14 +267,19 @@ static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
     if (in[3].count != q->dims[0] * q->dims[2]) return error("MaskedAttention: the mask needs batch * seq values");
     attention_job_t job = {(const float *)q->data, (const float *)in[1].data, (const float *)in[2].data,
                            (const float *)in[3].data, NULL, (int)q->dims[1], (int)q->dims[2], (int)q->dims[3],
-                           kernel->path, kernel->scale};
+                           kernel->path, kernel->scale, NULL, 0};
     int64_t out_dims[3] = {q->dims[0], q->dims[2], q->dims[1] * q->dims[3]};
     OrtValue *out_value;
     if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 0, out_dims, 3, &out_value))) return status;
     if ((status = ORT(GetTensorMutableData, mutable_data_fn)(out_value, (void **)&job.out))) return status;
     size_t heads = (size_t)q->dims[0] * job.heads;
     if (heads == 0 || job.seq == 0) return NULL;
-    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, run_head, heads, heads, &job);
+    job.work_floats = sqb_attention_work_floats(job.seq, job.d);
+    job.work = (float *)malloc(sizeof(float) * job.work_floats * heads);
+    if (!job.work) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "MaskedAttention: out of memory");
+    status = ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, run_head, heads, heads, &job);
+    free(job.work);
+    return status;
 }
 
 static OrtStatus *create_attention(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
