@@ -33,7 +33,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     # UI thread, tokenisation, or another model's session (interleaved runs were twice as slow).
     options.add_session_config_entry("session.force_spinning_stop", "1")
     kernels = native.library()
-    if kernels is not None:  # SqueezeBERT's int8 bundles call its GroupedQGemm op
+    if kernels is not None:  # every int8 bundle's encoder calls its ops (GroupedQGemm, MaskedAttention)
         options.register_custom_ops_library(str(kernels))
     return options
 
@@ -56,8 +56,8 @@ class OnnxSession:
         try:
             self._session = inference_session(str(model_path), options)
         except Exception as exc:  # ORT raises its own exception types for bad graphs
-            if native.OP in str(exc) and native.library() is None:
-                raise InferenceError(f"cannot load ONNX model {model_path}: it needs the {native.OP} kernel library, "
+            if native.DOMAIN in str(exc) and native.library() is None:
+                raise InferenceError(f"cannot load ONNX model {model_path}: it needs the engine's int8 kernel library, "
                                      "which is not built (run `python -m engine.native`, or scripts/setup.sh)") from None
             raise InferenceError(f"cannot load ONNX model {model_path}: {exc}") from None
         self.input_names = [i.name for i in self._session.get_inputs()]

@@ -18,7 +18,8 @@ DOMAIN = "squeezebert.desktop"
 OP = "GroupedQGemm"
 ATTENTION_OP = "MaskedAttention"
 HERE = Path(__file__).resolve().parent
-SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "kernels.h", "vector_math.h", "ort_abi.h"))
+SOURCES = tuple(HERE / name for name in
+                ("ort_ops.c", "grouped_qgemm.c", "attention.c", "kernels.h", "vector_math.h", "ort_abi.h"))
 SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
 LIBRARY = HERE / f"libsqueezebert_kernels{SUFFIX}"
 
@@ -55,7 +56,7 @@ def build(force: bool = False) -> Path:
 
 
 def kernel_path() -> str:
-    """Which code path GroupedQGemm takes on this CPU: "avx512-vnni" or "portable" (or "not built")."""
+    """Which code path the kernels take on this CPU: "avx512-vnni", "avx2" or "portable" (or "not built")."""
     path = library()
     if path is None:
         return "not built"
