@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import psutil  # noqa: E402
-from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer  # noqa: E402
+from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Slot  # noqa: E402
 
 from gui.worker import EngineThread, Request  # noqa: E402
 
@@ -33,29 +33,40 @@ TEXTS = [
 ]
 
 
+class Answers(QObject):
+    """Counts the worker's answers in this (the main) thread. Its slots are a QObject's, so Qt queues each answer
+    to this thread's event loop: a plain function would run in the worker's thread, and an answer that came before
+    loop.exec() started would quit nothing, leaving the loop to wait out its guard timer."""
+
+    def __init__(self, loop: QEventLoop):
+        super().__init__()
+        self.loop, self.n, self.errors = loop, 0, 0
+
+    @Slot(object, object)
+    def finished(self, request, result):
+        self.n += 1
+        self.loop.quit()
+
+    @Slot(object, str)
+    def failed(self, request, message):
+        self.n += 1
+        self.errors += 1
+        print(f"request {request.id} failed: {message}", file=sys.stderr)
+        self.loop.quit()
+
+
 def soak(n_requests: int, seed: int = 0) -> dict:
     app = QCoreApplication.instance() or QCoreApplication([])
     engine = EngineThread()
     rng = random.Random(seed)
     process = psutil.Process()
-    done = {"n": 0, "errors": 0}
     loop = QEventLoop()
+    done = Answers(loop)
     timeout = QTimer()  # one guard timer, restarted per request (a new single-shot each time would pile up)
     timeout.setSingleShot(True)
     timeout.timeout.connect(loop.quit)
-
-    def finished(request, result):
-        done["n"] += 1
-        loop.quit()
-
-    def failed(request, message):
-        done["n"] += 1
-        done["errors"] += 1
-        print(f"request {request.id} failed: {message}", file=sys.stderr)
-        loop.quit()
-
-    engine.worker.finished.connect(finished)
-    engine.worker.failed.connect(failed)
+    engine.worker.finished.connect(done.finished)
+    engine.worker.failed.connect(done.failed)
     warmup = max(1, n_requests // 20)
     samples = []
     started = time.time()
@@ -76,7 +87,7 @@ def soak(n_requests: int, seed: int = 0) -> dict:
     engine.shutdown()
     del app
     return {
-        "requests": n_requests, "completed": done["n"], "errors": done["errors"],
+        "requests": n_requests, "completed": done.n, "errors": done.errors,
         "seconds": round(time.time() - started, 1),
         "rss_after_warmup_mb": round(baseline / 1e6, 1), "rss_final_mb": round(final / 1e6, 1),
         "growth_percent": round(100 * (final - baseline) / baseline, 2), "samples": samples,
