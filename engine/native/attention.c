@@ -30,13 +30,7 @@ static void transpose_keys(const float *k, float *kt, int seq, int d, size_t pad
         for (size_t j = (size_t)seq; j < padded; j++) kt[(size_t)t * padded + j] = 0.0f;
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(SQB_X86) && defined(__linux__)
-#define AUTO_VECTORISED __attribute__((target_clones("avx2", "default"))) /* the loops below, in AVX2 where it runs */
-#else
-#define AUTO_VECTORISED
-#endif
-
-AUTO_VECTORISED static void head_portable(const float *q, const float *k, const float *v, const float *mask, float *out,
+static void head_portable(const float *q, const float *k, const float *v, const float *mask, float *out,
                           size_t out_stride, int seq, int d, float scale, float *work)
 {
     size_t padded = (size_t)(seq + 15) / 16 * 16;

@@ -185,20 +185,6 @@ static OrtStatus *create_kernel(const OrtCustomOp *op, const OrtApiSlot *ort, co
     return NULL;
 }
 
-static void *create_kernel_v1(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info)
-{
-    void *kernel = NULL;
-    OrtStatus *status = create_kernel(op, ort, info, &kernel);
-    if (status) ORT(ReleaseStatus, release_status_fn)(status);
-    return kernel;
-}
-
-static void compute_v1(void *kernel, OrtKernelContext *ctx)
-{
-    OrtStatus *status = compute(kernel, ctx);
-    if (status) ORT(ReleaseStatus, release_status_fn)(status);
-}
-
 static void destroy_kernel(void *kernel) { free(kernel); }
 static const char *op_name(const OrtCustomOp *op) { (void)op; return "GroupedQGemm"; }
 static const char *op_provider(const OrtCustomOp *op) { (void)op; return "CPUExecutionProvider"; }
@@ -216,9 +202,11 @@ static int until_version(const OrtCustomOp *op) { (void)op; return 0x7fffffff; }
 static size_t no_pairs(int **in, int **out) { *in = NULL; *out = NULL; return 0; }
 static void release_pairs(int *in, int *out) { (void)in; (void)out; }
 
+/* Version 17: ORT calls the V2 callbacks (CreateKernelV2, KernelComputeV2), which return errors as OrtStatus; the V1
+   slots, which cannot, stay empty. */
 static const OrtCustomOp grouped_qgemm = {
-    SQB_ORT_API_VERSION, create_kernel_v1, op_name, op_provider, input_type, input_count, output_type,
-    output_count, compute_v1, destroy_kernel, input_presence, output_presence, default_memory, one, one, one, one,
+    SQB_ORT_API_VERSION, NULL, op_name, op_provider, input_type, input_count, output_type,
+    output_count, NULL, destroy_kernel, input_presence, output_presence, default_memory, one, one, one, one,
     create_kernel, compute, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs, release_pairs,
 };
 
@@ -298,20 +286,6 @@ static OrtStatus *create_attention(const OrtCustomOp *op, const OrtApiSlot *ort,
     return NULL;
 }
 
-static void *create_attention_v1(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info)
-{
-    void *kernel = NULL;
-    OrtStatus *status = create_attention(op, ort, info, &kernel);
-    if (status) ORT(ReleaseStatus, release_status_fn)(status);
-    return kernel;
-}
-
-static void compute_attention_v1(void *kernel, OrtKernelContext *ctx)
-{
-    OrtStatus *status = compute_attention(kernel, ctx);
-    if (status) ORT(ReleaseStatus, release_status_fn)(status);
-}
-
 static const char *attention_name(const OrtCustomOp *op) { (void)op; return "MaskedAttention"; }
 static int float_type(const OrtCustomOp *op, size_t i) { (void)op; (void)i; return ELEM_FLOAT; }
 static size_t four(const OrtCustomOp *op) { (void)op; return 4; }
@@ -319,8 +293,8 @@ static size_t single(const OrtCustomOp *op) { (void)op; return 1; }
 static int required_io(const OrtCustomOp *op, size_t i) { (void)op; (void)i; return REQUIRED; }
 
 static const OrtCustomOp masked_attention = {
-    SQB_ORT_API_VERSION, create_attention_v1, attention_name, op_provider, float_type, four, float_type,
-    single, compute_attention_v1, destroy_kernel, required_io, required_io, default_memory, one, one, one, one,
+    SQB_ORT_API_VERSION, NULL, attention_name, op_provider, float_type, four, float_type,
+    single, NULL, destroy_kernel, required_io, required_io, default_memory, one, one, one, one,
     create_attention, compute_attention, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs,
     release_pairs,
 };
