@@ -206,7 +206,7 @@ def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, pr
 # The instruction sets ONNX Runtime's int8 GEMMs pick their kernels by: with VNNI, BERT's large int8 MatMuls run
 # far faster than without, while SqueezeBERT's small grouped ones gain little, so ratios are only comparable
 # between runs on the same ones.
-INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
 
 
 def cpu_name(cpuinfo: str | None = None) -> str:

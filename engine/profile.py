@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 # int8 projection kernels and the activation quantisation that feeds them; GroupedQGemm (engine.native) also
-# applies the FFN's GELU and the skip connections' adds as it writes its output
+# applies the FFN's GELU and the skip connections' adds as it writes its output. engine.native's QuantizeRows
+# (a LayerNorm and the quantisation, element-wise work of one size in both models) counts as other.
 QUANTISED_PROJECTIONS = {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
                          "QLinearMatMul", "QuantizeLinear", "GroupedQGemm"}
 MATMULS = {"MatMul", "FusedMatMul", "Gemm"}

@@ -33,7 +33,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     # UI thread, tokenisation, or another model's session (interleaved runs were twice as slow).
     options.add_session_config_entry("session.force_spinning_stop", "1")
     kernels = native.library()
-    if kernels is not None:  # every int8 bundle's encoder calls its ops (GroupedQGemm, MaskedAttention)
+    if kernels is not None:  # every int8 bundle's encoder calls its ops (GroupedQGemm, MaskedAttention, QuantizeRows)
         options.register_custom_ops_library(str(kernels))
     return options
 

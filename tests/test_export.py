@@ -70,7 +70,7 @@ def test_int8_weights_get_one_scale_per_group_and_column(tiny_bundles):
 
 
 @pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
-def test_int8_layers_are_five_kernels_with_no_layout_or_bias_ops_around_them(tiny_bundles, architecture):
+def test_int8_layers_are_native_kernels_with_no_layout_norm_or_bias_ops_around_them(tiny_bundles, architecture):
     import collections
 
     import onnx
@@ -80,8 +80,14 @@ def test_int8_layers_are_five_kernels_with_no_layout_or_bias_ops_around_them(tin
     ops = collections.Counter(n.op_type for n in graph.node)
     layers = 2
     assert ops["GroupedQGemm"] == 4 * layers
-    assert ops["DynamicQuantizeLinear"] == 4 * layers + 2  # Q, K and V share one; then the pooler and classifier
+    assert ops["QuantizeRows"] == 4 * layers  # Q, K and V share one
+    assert ops["DynamicQuantizeLinear"] == 2  # the pooler's and the classifier's, ORT's quantiser
     assert ops["MaskedAttention"] == layers
+    # QuantizeRows applies the embeddings' LayerNorm and both of every layer's but the last layer's second, which
+    # the head reads
+    assert ops["LayerNormalization"] == 1
+    norms = [n for n in graph.node if n.op_type == "QuantizeRows" and len(n.input) == 3]
+    assert len(norms) == 2 * layers and all(len(n.output) == 4 for n in norms)
     # Q, K and V come out of their kernel head-major, the context out of attention token-major; the FFN-in kernel
     # applies GELU and splits Q | K | V
     assert not ops["Transpose"] and not ops["Softmax"] and not ops["Erf"] and not ops["Split"]

@@ -19,40 +19,52 @@ def erf(x):
 
 
 def op_model(weight, scale, bias, heads=0, gelu=0, splits=1, residual=False, rank=3):
-    """DynamicQuantizeLinear on X, then one GroupedQGemm (weight [G, K, N] int8)."""
+    """QuantizeRows on X, then one GroupedQGemm (weight [G, K, N] int8); the quantised rows are outputs too."""
     groups, k, n = weight.shape
     inputs = ["xq", "xs", "xz", "B", "scale", "colsum", "bias"] + (["R"] if residual else [])
     outputs = [f"Y{i}" for i in range(splits)]
     initialisers = [numpy_helper.from_array(pack_groups(weight), "B"), numpy_helper.from_array(scale, "scale"),
                     numpy_helper.from_array(weight.astype(np.int32).sum(1).reshape(-1).astype(np.int32), "colsum"),
                     numpy_helper.from_array(bias, "bias")]
-    nodes = [helper.make_node("DynamicQuantizeLinear", ["X"], ["xq", "xs", "xz"]),
+    nodes = [helper.make_node(native.QUANTIZE_OP, ["X"], ["xq", "xs", "xz"], domain=native.DOMAIN),
              helper.make_node(native.OP, inputs, outputs, domain=native.DOMAIN, heads=heads, gelu=gelu, splits=splits)]
     shape = ["b", "s", groups * k][-rank:]
     graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)]
     if residual:
         graph_inputs.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "g", graph_inputs,
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], initialisers)
+    graph_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs] + [
+        helper.make_tensor_value_info(name, kind, None)
+        for name, kind in (("xq", TensorProto.UINT8), ("xs", TensorProto.FLOAT), ("xz", TensorProto.UINT8))]
+    return opset_model(helper.make_graph(nodes, "g", graph_inputs, graph_outputs, initialisers))
+
+
+def opset_model(graph) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(native.DOMAIN, 1)])
     return model.SerializeToString()
 
 
-def reference(x, weight, scale, bias, heads=0, gelu=0, splits=1, residual=None):
-    """What the op computes, in float64 from ONNX's DynamicQuantizeLinear definition."""
-    groups, k, n = weight.shape
-    low, high = min(x.min(initial=0), 0), max(x.max(initial=0), 0)
-    step = (high - low) / 255 or 1.0  # an empty input has no range
+def quantized_rows(y):
+    """ONNX's DynamicQuantizeLinear rule applied to each row (last axis) on its own: values, scale, zero point."""
+    low = np.minimum(y.min(axis=-1, keepdims=True, initial=0), 0)
+    high = np.maximum(y.max(axis=-1, keepdims=True, initial=0), 0)
+    step = (high - low) / 255
+    step[step == 0] = 1.0  # an all-zero row
     zero = np.clip(np.round(-low / step), 0, 255)
-    q = np.clip(np.round(x / step) + zero, 0, 255) - zero
-    y = np.einsum("...gk,gkn->...gn", q.reshape(*x.shape[:-1], groups, k), weight.astype(np.float64))
-    y = y * step * scale.reshape(groups, n) + bias.reshape(groups, n)
+    return np.clip(np.round(y / step) + zero, 0, 255), step, zero
+
+
+def reference(q, step, zero, weight, scale, bias, heads=0, gelu=0, splits=1, residual=None):
+    """What GroupedQGemm computes from quantised rows (q, step, zero: one step and zero point per row), in float64."""
+    groups, k, n = weight.shape
+    a = (q.astype(np.float64) - zero) * step
+    y = np.einsum("...gk,gkn->...gn", a.reshape(*q.shape[:-1], groups, k), weight.astype(np.float64))
+    y = y * scale.reshape(groups, n) + bias.reshape(groups, n)
     if gelu:
         y = 0.5 * y * (1 + erf(y / math.sqrt(2)))
     width = groups * n // splits
-    outs = [part.reshape(*x.shape[:-1], width) for part in np.split(y, splits, axis=-1)]
+    outs = [part.reshape(*q.shape[:-1], width) for part in np.split(y, splits, axis=-1)]
     if heads:
-        outs = [o.reshape(*x.shape[:-1], heads, width // heads).swapaxes(-2, -3) for o in outs]
+        outs = [o.reshape(*q.shape[:-1], heads, width // heads).swapaxes(-2, -3) for o in outs]
     if residual is not None:
         outs = [o + residual for o in outs]
     return outs
@@ -69,7 +81,7 @@ CASES = [  # groups, K, N (per group, all splits), heads, gelu, splits, residual
 ]
 
 
-PATHS = ["portable", "avx2", "avx512-vnni"]  # slowest first
+PATHS = ["portable", "avx2", "avx512-vnni", "avx512-bf16"]  # slowest first; bf16 changes attention only
 
 
 @pytest.fixture(params=PATHS)
@@ -93,8 +105,10 @@ def test_kernel_matches_reference(case, code_path):
     session = ort.InferenceSession(op_model(weight, scale, bias, heads, gelu, splits, with_residual, rank=x.ndim),
                                    session_options(2), providers=["CPUExecutionProvider"])
     feeds = {"X": x, **({"R": residual} if with_residual else {})}
-    got = session.run(None, feeds)
-    want = reference(x.astype(np.float64), weight, scale, bias, heads, gelu, splits, residual)
+    *got, q, step, zero = session.run(None, feeds)
+    assert q.shape == x.shape and step.shape == zero.shape == (*rows, 1)
+    want = reference(q, step.astype(np.float64), zero.astype(np.float64), weight, scale, bias, heads, gelu, splits,
+                     residual)
     assert len(got) == splits
     for g, w in zip(got, want):
         assert g.shape == w.shape
@@ -134,8 +148,7 @@ def attention_model(scale):
         [helper.make_node(native.ATTENTION_OP, names, ["Y"], domain=native.DOMAIN, scale=scale)], "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(native.DOMAIN, 1)])
-    return model.SerializeToString()
+    return opset_model(graph)
 
 
 @pytest.mark.parametrize("batch, heads, seq, head_size", [(1, 12, 128, 32), (2, 3, 37, 64), (1, 2, 1, 16),
@@ -153,4 +166,61 @@ def test_attention_matches_reference(batch, heads, seq, head_size, code_path):
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     weights /= weights.sum(-1, keepdims=True)
     want = np.einsum("bhij,bhjd->bihd", weights, v).reshape(batch, seq, heads * head_size)
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    if code_path == "avx512-bf16" and head_size in (32, 64):  # Q, K, V and the weights rounded to 8 bits
+        error = np.abs(got - want)
+        assert error.max() < 0.15 and error.mean() < 0.01, (error.max(), error.mean())
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def rows_model(layer_norm: bool, epsilon=1e-12, normalised_output=True):
+    inputs = ["X", "gamma", "beta"] if layer_norm else ["X"]
+    outputs = ["q", "scale", "zero"] + (["Y"] if layer_norm and normalised_output else [])
+    kinds = [TensorProto.UINT8, TensorProto.FLOAT, TensorProto.UINT8, TensorProto.FLOAT]
+    graph = helper.make_graph(
+        [helper.make_node(native.QUANTIZE_OP, inputs, outputs, domain=native.DOMAIN, epsilon=epsilon)], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
+        [helper.make_tensor_value_info(n, kind, None) for n, kind in zip(outputs, kinds)])
+    return opset_model(graph)
+
+
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["quantise", "layernorm-quantise"])
+@pytest.mark.parametrize("shape", [(1, 128, 384), (2, 37, 1536), (5, 16), (1, 0, 64)])
+def test_quantize_rows_matches_reference(shape, layer_norm, code_path):
+    rng = np.random.default_rng(shape[-2])
+    x = (rng.standard_normal(shape) * 3 + 0.5).astype(np.float32)
+    if x.size:
+        x[..., 0, :] = np.abs(x[..., 0, :])  # an all-positive row: zero point 0
+        x[..., -1, :] = 0.0                   # an all-zero row
+    gamma = (rng.random(shape[-1]) + 0.5).astype(np.float32)
+    beta = rng.standard_normal(shape[-1]).astype(np.float32)
+    session = ort.InferenceSession(rows_model(layer_norm, epsilon=1e-5), session_options(2),
+                                   providers=["CPUExecutionProvider"])
+    feeds = {"X": x, **({"gamma": gamma, "beta": beta} if layer_norm else {})}
+    q, step, zero, *normalised = session.run(None, feeds)
+    y = x.astype(np.float64)
+    if layer_norm:
+        y = (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + 1e-5) * gamma + beta
+        np.testing.assert_allclose(normalised[0], y, rtol=1e-5, atol=1e-5)
+    want_q, want_step, want_zero = quantized_rows(y)
+    assert q.dtype == zero.dtype == np.uint8 and q.shape == shape and step.shape == (*shape[:-1], 1)
+    np.testing.assert_allclose(step, want_step, rtol=1e-5)
+    np.testing.assert_array_equal(zero, want_zero)
+    assert np.abs(q.astype(int) - want_q).max(initial=0) <= 1  # rounding y / step at a tie may go either way
+    assert (q != want_q).mean() < 1e-3 if q.size else True
+    if x.size and not layer_norm:
+        assert zero[..., 0, 0].max() == 0 and (q[..., -1, :] == zero[..., -1, :]).all()
+
+
+def test_quantize_rows_refuses_a_width_the_kernel_cannot_take():
+    session = ort.InferenceSession(rows_model(False), session_options(1), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="multiple of 16"):
+        session.run(None, {"X": np.ones((2, 20), np.float32)})
+
+
+def test_quantize_rows_needs_the_layernorm_output_it_computes():
+    session = ort.InferenceSession(rows_model(True, normalised_output=False), session_options(1),
+                                   providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception, match="LayerNorm needs its output"):
+        session.run(None, {"X": np.ones((2, 16), np.float32), "gamma": np.ones(16, np.float32),
+                           "beta": np.zeros(16, np.float32)})

@@ -13,6 +13,7 @@ def test_node_kind_tells_weights_from_activations():
     assert node_kind("FusedMatMul", ["q", "k"], weights) == "attention"  # QK^T: two activations
     assert node_kind("Softmax", ["scores"], weights) == "attention"
     assert node_kind("MaskedAttention", ["q", "k", "v", "mask"], weights) == "attention"
+    assert node_kind("QuantizeRows", ["x", "ln.weight", "ln.bias"], weights) == "other"  # LayerNorm + quantise
     assert node_kind("Add", ["x", "W"], weights) == "other"  # a bias add is element-wise work
 
 

@@ -7,8 +7,8 @@ sequence-major encoder whose grouped 1x1 convolutions become one MatMul per grou
 MatMul with a constant weight, which ONNX Runtime quantises to its int8 MatMul kernels (grouped ConvInteger is a
 slow path and has rejected signed weights), and it removes SqueezeBERT's NCW transposes. That is the fp32 graph.
 The int8 graph's encoder layers are engine.native's ops instead (NativeLayer: every projection one GroupedQGemm,
-attention one MaskedAttention), for both architectures; ONNX Runtime's quantiser does the embeddings and the
-head. Parity against the original torch model is checked on every export and written to the manifest.
+attention one MaskedAttention, LayerNorms and activation quantisation QuantizeRows), for both architectures; ONNX
+Runtime's quantiser does the embeddings and the head. Parity against the original torch model is checked on every export and written to the manifest.
 """
 from __future__ import annotations
 
@@ -151,20 +151,37 @@ class GroupedExportLayer(nn.Module):
 
 
 # ------------------------------------------------------------ int8 layers on engine.native's kernels (both models)
-class DynamicQuantize(torch.autograd.Function):
-    """ONNX DynamicQuantizeLinear: uint8 values, scale and zero point of a range that always includes 0."""
+class QuantizeRows(torch.autograd.Function):
+    """engine/native's QuantizeRows: each row (last axis) quantised to uint8 by DynamicQuantizeLinear's rule over its
+    own range, with its scale and zero point ([..., 1]); given a LayerNorm's `norm` (weight, bias), the row is
+    normalised first and the normalised rows come out last."""
 
     @staticmethod
-    def forward(ctx, x):
-        low, high = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
+    def forward(ctx, x, weight, bias, eps):
+        y = F.layer_norm(x, (x.shape[-1],), weight, bias, eps=eps) if weight is not None else x
+        low = torch.clamp(y.amin(-1, keepdim=True), max=0.0)
+        high = torch.clamp(y.amax(-1, keepdim=True), min=0.0)
         scale = (high - low) / 255.0
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row
         zero_point = torch.clamp(torch.round(-low / scale), 0, 255)
-        quantized = torch.clamp(torch.round(x / scale) + zero_point, 0, 255)
-        return quantized.to(torch.uint8), scale, zero_point.to(torch.uint8)
+        quantized = torch.clamp(torch.round(y / scale) + zero_point, 0, 255)
+        rows = quantized.to(torch.uint8), scale, zero_point.to(torch.uint8)
+        return (*rows, y) if weight is not None else rows
 
     @staticmethod
-    def symbolic(g, x):
-        return g.op("DynamicQuantizeLinear", x, outputs=3)
+    def symbolic(g, x, weight, bias, eps):
+        if weight is None or weight.node().mustBeNone():
+            return g.op(f"{native.DOMAIN}::{native.QUANTIZE_OP}", x, outputs=3)
+        return g.op(f"{native.DOMAIN}::{native.QUANTIZE_OP}", x, weight, bias, epsilon_f=eps, outputs=4)
+
+
+def quantize_rows(x, norm=None, eps: float = 1e-12):
+    """QuantizeRows.apply, with `norm` (LayerNorm weight, bias) or None: (uint8, scale, zero point) or, with a norm,
+    ((uint8, scale, zero point), normalised x)."""
+    if norm is None:
+        return QuantizeRows.apply(x, None, None, eps)
+    *rows, y = QuantizeRows.apply(x, norm[0], norm[1], eps)
+    return tuple(rows), y
 
 
 class GroupedQGemm(torch.autograd.Function):
@@ -177,8 +194,8 @@ class GroupedQGemm(torch.autograd.Function):
     def forward(ctx, quantized, scale, zero_point, packed, column_scale, column_sum, bias, residual, heads, gelu, splits):
         groups, k, n = packed.shape[0], packed.shape[2] * 4, packed.shape[1] * 16
         weight = unpack_groups(packed).float()  # [G, K, N]
-        a = (quantized.float() - zero_point.float()).unflatten(-1, (groups, k))
-        y = torch.einsum("...gk,gkn->...gn", a, weight) * (scale * column_scale.view(groups, n)) + bias.view(groups, n)
+        a = ((quantized.float() - zero_point.float()) * scale).unflatten(-1, (groups, k))  # one scale a row
+        y = torch.einsum("...gk,gkn->...gn", a, weight) * column_scale.view(groups, n) + bias.view(groups, n)
         if gelu:
             y = y * 0.5 * (1.0 + torch.erf(y / math.sqrt(2.0)))
         outputs = [part.flatten(-2) for part in y.unflatten(-1, (splits, -1)).unbind(-2)]  # each [..., G * N/splits]
@@ -265,7 +282,8 @@ class NativeLayer(nn.Module):
     or out of groups or heads is left; it adds each projection's own bias, so none has to move
     (GroupedExportLayer); it applies the FFN's GELU as it writes the first FFN layer, and adds the skip connection
     as it writes the attention output and the second FFN layer. Attention itself is one MaskedAttention op, which
-    writes the context token-major."""
+    writes the context token-major. Each projection's input is quantised by one QuantizeRows op, one scale per
+    token, which also applies the LayerNorm before it (BERT's LayerNorms follow the skip connections)."""
 
     def __init__(self, q, k, v, attn_out, ln1, inter, out, ln2, heads, eps):
         super().__init__()
@@ -283,14 +301,16 @@ class NativeLayer(nn.Module):
             fits_grouped_qgemm(w.in_per_group, w.weights[0].shape[1], head_size if w in (q, k, v) else None)
             for w in (q, k, v, attn_out, inter, out))
 
-    def forward(self, h, additive_mask):
-        hidden = self.hidden
-        d = hidden // self.heads
-        q, k, v = self.qkv(DynamicQuantize.apply(h), heads=self.heads)  # each [B, heads, S, d]
-        context = MaskedAttention.apply(q, k, v, additive_mask, 1.0 / math.sqrt(d))  # [B, S, hidden]
-        a = F.layer_norm(self.attn_out(DynamicQuantize.apply(context), residual=h), (hidden,), *self.ln1, eps=self.eps)
-        i = self.inter(DynamicQuantize.apply(a), gelu=True)
-        return F.layer_norm(self.out(DynamicQuantize.apply(i), residual=a), (hidden,), *self.ln2, eps=self.eps)
+    def forward(self, x, norm, additive_mask):
+        """x: the layer's input before the LayerNorm `norm` (weight, bias) that the model applies to it (the
+        embeddings' or the previous layer's second one); QuantizeRows applies it as it quantises. Returns the
+        layer's output before its own second LayerNorm (self.ln2), which the next layer or the model applies."""
+        rows, h = quantize_rows(x, norm, self.eps)
+        q, k, v = self.qkv(rows, heads=self.heads)  # each [B, heads, S, d]
+        context = MaskedAttention.apply(q, k, v, additive_mask, 1.0 / math.sqrt(self.hidden // self.heads))
+        rows, a = quantize_rows(self.attn_out(quantize_rows(context), residual=h), self.ln1, self.eps)
+        i = self.inter(rows, gelu=True)
+        return self.out(quantize_rows(i), residual=a)
 
 
 class ExportModel(nn.Module):
@@ -356,10 +376,17 @@ class ExportModel(nn.Module):
         seq = input_ids.shape[1]
         positions = torch.arange(seq, device=input_ids.device).unsqueeze(0)
         h = self.word[input_ids] + self.position[positions] + self.token_type[token_type_ids]
-        h = F.layer_norm(h, (self.hidden,), *self.emb_ln, eps=self.eps)
         additive_mask = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * -10000.0
+        norm = self.emb_ln  # the LayerNorm h still needs: a NativeLayer applies it as it quantises (its docstring)
         for layer in self.layers:
-            h = layer(h, additive_mask)
+            if isinstance(layer, NativeLayer):
+                h, norm = layer(h, norm, additive_mask), layer.ln2
+                continue
+            if norm:
+                h = F.layer_norm(h, (self.hidden,), *norm, eps=self.eps)
+            h, norm = layer(h, additive_mask), None  # the stock layers end in their own LayerNorm
+        if norm:
+            h = F.layer_norm(h, (self.hidden,), *norm, eps=self.eps)
         if self.task == "sentiment":
             return self.head(torch.tanh(self.pooler(h[:, 0])))
         if self.task == "entities":
@@ -430,7 +457,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep_fp32: Sequence[str] = (
     )
     kept = f"; kept fp32: {', '.join(keep_fp32)} ({len(excluded)} MatMuls)" if excluded else ""
     if any(n.op_type == native.OP for n in graph.node):
-        kept += f"; grouped layers in {native.OP}, QInt8 weights per group and column"
+        kept += f"; encoder layers in {native.OP}, QInt8 weights per group and column, uint8 activations per token"
     if per_channel:
         return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales" + kept
     grouped = {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) >= 3}

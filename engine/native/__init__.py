@@ -1,7 +1,8 @@
 """The int8 encoder's kernels as ONNX Runtime custom ops, built here from source with the system C compiler.
 
 GroupedQGemm (grouped_qgemm.c) runs SqueezeBERT's grouped projections and both models' dense ones, MaskedAttention
-(attention.c) a layer's attention; ort_ops.c connects them to ONNX Runtime. Every int8 bundle calls them (domain
+(attention.c) a layer's attention, QuantizeRows (quantize_rows.c) the LayerNorms and the quantisation of each
+projection's input; ort_ops.c connects them to ONNX Runtime. Every int8 bundle calls them (domain
 below); every session registers this library when it is built (engine.session). Build it with
 `python -m engine.native` (scripts/setup.sh does): it needs only a C compiler, no ONNX Runtime headers (ort_abi.h
 declares the few entry points it uses).
@@ -17,9 +18,10 @@ from pathlib import Path
 DOMAIN = "squeezebert.desktop"
 OP = "GroupedQGemm"
 ATTENTION_OP = "MaskedAttention"
+QUANTIZE_OP = "QuantizeRows"
 HERE = Path(__file__).resolve().parent
-SOURCES = tuple(HERE / name for name in
-                ("ort_ops.c", "grouped_qgemm.c", "attention.c", "kernels.h", "vector_math.h", "ort_abi.h"))
+SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "quantize_rows.c", "kernels.h",
+                                         "vector_math.h", "ort_abi.h"))
 SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
 LIBRARY = HERE / f"libsqueezebert_kernels{SUFFIX}"
 
@@ -56,7 +58,8 @@ def build(force: bool = False) -> Path:
 
 
 def kernel_path() -> str:
-    """Which code path the kernels take on this CPU: "avx512-vnni", "avx2" or "portable" (or "not built")."""
+    """Which code path the kernels take on this CPU: "avx512-bf16" (avx512-vnni with attention in bf16),
+    "avx512-vnni", "avx2" or "portable" (or "not built")."""
     path = library()
     if path is None:
         return "not built"

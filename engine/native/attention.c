@@ -17,8 +17,8 @@
 
 size_t sqb_attention_work_floats(int seq, int head_size)
 {
-    size_t padded = (size_t)(seq + 15) / 16 * 16;
-    return padded * (size_t)(head_size + ROWS);
+    size_t padded = (size_t)(seq + 31) / 32 * 32; /* the bf16 path's; the others pad to 16 */
+    return padded * (size_t)(head_size + 2 * ROWS);
 }
 
 /* K [seq, d] -> K^T [d, padded seq], so that a row of it is one coordinate of 16 consecutive keys */
@@ -61,6 +61,12 @@ static void head_portable(const float *q, const float *k, const float *v, const 
 #define AVX512 __attribute__((target("avx512f")))
 #include "vector_math.h"
 
+/* which of the 16 keys from j on exist (the bf16 path pads to 32 keys, so j may be past the last) */
+static inline __mmask16 keys_from(size_t j, int seq)
+{
+    return j >= (size_t)seq ? 0 : (size_t)seq - j >= 16 ? 0xFFFF : (__mmask16)((1u << (seq - j)) - 1);
+}
+
 /* R query rows against all keys, then softmax and the context; R and the head size D are constants at every call
    site, so the context's accumulators stay in registers (with a run-time D they went to the stack: 3x slower). */
 AVX512 static inline __attribute__((always_inline)) void rows_avx512(
@@ -70,7 +76,7 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(
     const int d = D;
     const __m512 scale_v = _mm512_set1_ps(scale);
     for (size_t j = 0; j < padded; j += 16) {
-        __mmask16 valid = (size_t)seq - j >= 16 ? 0xFFFF : (__mmask16)((1u << (seq - j)) - 1);
+        __mmask16 valid = keys_from(j, seq);
         __m512 acc[ROWS];
         for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
         for (int t = 0; t < d; t++) {
@@ -88,7 +94,7 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(
         __m512 top_all = _mm512_set1_ps(_mm512_reduce_max_ps(top)), sum = _mm512_setzero_ps();
         for (size_t j = 0; j < padded; j += 16) {
             __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pr + j), top_all));
-            __mmask16 valid = (size_t)seq - j >= 16 ? 0xFFFF : (__mmask16)((1u << (seq - j)) - 1);
+            __mmask16 valid = keys_from(j, seq);
             e = _mm512_maskz_mov_ps(valid, e);
             _mm512_storeu_ps(pr + j, e);
             sum = _mm512_add_ps(sum, e);
@@ -132,6 +138,121 @@ AVX512 static void head_avx512(const float *q, const float *k, const float *v, c
         }
         if (rows == 8) { HEAD_SIZES(8) } else if (rows == 4) { HEAD_SIZES(4) } else { HEAD_SIZES(1) }
 #undef HEAD_SIZES
+        i += rows;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ AVX-512 BF16 */
+/* rows_avx512 with both products in bf16 pairs (vdpbf16ps: 32 multiply-adds an instruction, fp32 sums, twice
+   vfmadd's): keys as pairs of coordinates, kp[t/2][j] = (k[j][t], k[j][t+1]); values as pairs of keys,
+   vp[j/2][c] = (v[j][c], v[j+1][c]); each query row and each row of weights as pairs likewise. The scores, the
+   softmax and the sums stay fp32; inputs round to 8 significant bits. */
+#define BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+BF16 static inline __m512bh pairs_of(__m512 low, __m512 high) /* 32 floats -> 16 pairs, in order */
+{
+    return _mm512_cvtne2ps_pbh(high, low);
+}
+
+BF16 static inline __attribute__((always_inline)) void rows_bf16(
+    const int R, const int D, const float *q, const uint32_t *kp, const uint32_t *vp, const float *mask, float *out,
+    size_t out_stride, int seq, size_t padded, float scale, float *p, uint32_t *pp)
+{
+    const __m512 scale_v = _mm512_set1_ps(scale);
+    uint32_t qp[ROWS][32];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < D; t += 32) {
+            __m512bh pairs = pairs_of(_mm512_loadu_ps(q + (size_t)r * D + t), _mm512_loadu_ps(q + (size_t)r * D + t + 16));
+            _mm512_storeu_si512(qp[r] + t / 2, (__m512i)pairs);
+        }
+    for (size_t j = 0; j < padded; j += 16) {
+        __mmask16 valid = keys_from(j, seq);
+        __m512 acc[ROWS];
+        for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+        for (int t = 0; t < D / 2; t++) {
+            __m512bh keys = (__m512bh)_mm512_loadu_si512(kp + (size_t)t * padded + j);
+            for (int r = 0; r < R; r++) acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32((int)qp[r][t]), keys);
+        }
+        __m512 m = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, mask + j);
+        for (int r = 0; r < R; r++) _mm512_storeu_ps(p + (size_t)r * padded + j, _mm512_fmadd_ps(acc[r], scale_v, m));
+    }
+    float inverse[ROWS];
+    for (int r = 0; r < R; r++) {
+        float *pr = p + (size_t)r * padded;
+        __m512 top = _mm512_set1_ps(-INFINITY);
+        for (size_t j = 0; j < padded; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(pr + j));
+        __m512 top_all = _mm512_set1_ps(_mm512_reduce_max_ps(top)), sum = _mm512_setzero_ps();
+        for (size_t j = 0; j < padded; j += 32) { /* padded is a multiple of 32 here */
+            __m512 e[2];
+            for (int h = 0; h < 2; h++) {
+                e[h] = _mm512_maskz_mov_ps(keys_from(j + 16 * h, seq), exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pr + j + 16 * h), top_all)));
+                sum = _mm512_add_ps(sum, e[h]);
+            }
+            _mm512_storeu_si512(pp + (size_t)r * (padded / 2) + j / 2, (__m512i)pairs_of(e[0], e[1]));
+        }
+        inverse[r] = 1.0f / _mm512_reduce_add_ps(sum);
+    }
+    const int blocks = D / 16;
+    __m512 ctx[ROWS][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < blocks; c++) ctx[r][c] = _mm512_setzero_ps();
+    for (int u = 0; u < (seq + 1) / 2; u++) {
+        __m512bh values[4];
+        for (int c = 0; c < blocks; c++) values[c] = (__m512bh)_mm512_loadu_si512(vp + (size_t)u * D + 16 * c);
+        for (int r = 0; r < R; r++) {
+            __m512bh weights = (__m512bh)_mm512_set1_epi32((int)pp[(size_t)r * (padded / 2) + u]);
+            for (int c = 0; c < blocks; c++) ctx[r][c] = _mm512_dpbf16_ps(ctx[r][c], weights, values[c]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < blocks; c++)
+            _mm512_storeu_ps(out + (size_t)r * out_stride + 16 * c, _mm512_mul_ps(ctx[r][c], _mm512_set1_ps(inverse[r])));
+}
+
+/* K and V into the pair layouts above; rows past seq are zeros */
+BF16 static void pair_keys_and_values(const float *k, const float *v, uint32_t *kp, uint32_t *vp, int seq, int d,
+                                      size_t padded)
+{
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                                22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    uint32_t row[32];
+    for (size_t j = 0; j < padded; j++) {
+        for (int t = 0; t < d; t += 32) {
+            __m512 low = j < (size_t)seq ? _mm512_loadu_ps(k + j * d + t) : _mm512_setzero_ps();
+            __m512 high = j < (size_t)seq ? _mm512_loadu_ps(k + j * d + t + 16) : _mm512_setzero_ps();
+            _mm512_storeu_si512(row + t / 2, (__m512i)pairs_of(low, high));
+        }
+        for (int t = 0; t < d / 2; t++) kp[(size_t)t * padded + j] = row[t];
+    }
+    for (size_t u = 0; u < padded / 2; u++)
+        for (int c = 0; c < d; c += 16) {
+            size_t j = 2 * u;
+            __m512 first = j < (size_t)seq ? _mm512_loadu_ps(v + j * d + c) : _mm512_setzero_ps();
+            __m512 second = j + 1 < (size_t)seq ? _mm512_loadu_ps(v + (j + 1) * d + c) : _mm512_setzero_ps();
+            __m512i both = (__m512i)pairs_of(first, second); /* v[j][c..c+15], then v[j+1][c..c+15] */
+            _mm512_storeu_si512(vp + u * d + c, _mm512_permutexvar_epi16(interleave, both));
+        }
+}
+
+BF16 static void head_bf16(const float *q, const float *k, const float *v, const float *mask, float *out,
+                           size_t out_stride, int seq, int d, float scale, float *work)
+{
+    size_t padded = (size_t)(seq + 31) / 32 * 32;
+    uint32_t *kp = (uint32_t *)work, *vp = kp + padded * d / 2, *pp = vp + padded * d / 2;
+    float *p = (float *)(pp + ROWS * padded / 2);
+    pair_keys_and_values(k, v, kp, vp, seq, d, padded);
+    const int step = d <= 32 ? 8 : 4;
+    for (int i = 0; i < seq;) {
+        int rows = seq - i >= step ? step : 1;
+        const float *qi = q + (size_t)i * d;
+        float *oi = out + (size_t)i * out_stride;
+#define HEAD_SIZES_BF16(R)                                                                                \
+        switch (d) {                                                                                      \
+        case 32: rows_bf16(R, 32, qi, kp, vp, mask, oi, out_stride, seq, padded, scale, p, pp); break;   \
+        default: rows_bf16(R, 64, qi, kp, vp, mask, oi, out_stride, seq, padded, scale, p, pp); break;   \
+        }
+        if (rows == 8) { HEAD_SIZES_BF16(8) } else if (rows == 4) { HEAD_SIZES_BF16(4) } else { HEAD_SIZES_BF16(1) }
+#undef HEAD_SIZES_BF16
         i += rows;
     }
 }
@@ -234,7 +355,11 @@ void sqb_attention_head(int path, const float *q, const float *k, const float *v
                         size_t out_stride, int seq, int head_size, float scale, float *work)
 {
 #ifdef SQB_X86
-    if (path == SQB_PATH_AVX512_VNNI && head_size % 16 == 0 && head_size <= 64) {
+    if (path == SQB_PATH_AVX512_BF16 && (head_size == 32 || head_size == 64)) {
+        head_bf16(q, k, v, mask, out, out_stride, seq, head_size, scale, work);
+        return;
+    }
+    if (path >= SQB_PATH_AVX512_VNNI && head_size % 16 == 0 && head_size <= 64) {
         head_avx512(q, k, v, mask, out, out_stride, seq, head_size, scale, work);
         return;
     }

@@ -4,14 +4,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { SQB_PATH_PORTABLE, SQB_PATH_AVX2, SQB_PATH_AVX512_VNNI };
+/* Each path runs every kernel the one before it does, but attention: AVX512_BF16 only changes attention to bf16. */
+enum { SQB_PATH_PORTABLE, SQB_PATH_AVX2, SQB_PATH_AVX512_VNNI, SQB_PATH_AVX512_BF16 };
 
 /* One GroupedQGemm call (grouped_qgemm.c): what ort_ops.c reads from the op's inputs and attributes. */
 typedef struct {
     const uint8_t *a;
     size_t lda;               /* G*K */
-    int32_t a_zero_point;
-    float a_scale;
+    const uint8_t *a_zero_point; /* one per row of A (QuantizeRows) */
+    const float *a_scale;
     const int8_t *b;
     const float *b_scale;
     const int32_t *colsum;
@@ -32,7 +33,22 @@ void sqb_gemm_tile(void *job, size_t index);
 
 /* The fastest path this CPU has, or a slower one named by the environment variable SQB_NATIVE_PATH. */
 int sqb_best_path(void);
-extern const char *const SQB_PATH_NAMES[3];
+extern const char *const SQB_PATH_NAMES[4];
+
+/* One QuantizeRows call (quantize_rows.c): rows x width values, optionally layer-normalised into y first. */
+typedef struct {
+    const float *x, *gamma, *beta; /* gamma and beta NULL: no LayerNorm */
+    float epsilon;
+    float *y;                      /* the LayerNorm's output, with gamma */
+    uint8_t *q, *zero_point;
+    float *scale;
+    size_t rows;
+    int width;                     /* a multiple of 16 */
+    int path;
+} sqb_rows_job_t;
+
+#define SQB_ROWS_PER_TASK 8
+void sqb_rows_task(void *job, size_t index); /* rows [index * SQB_ROWS_PER_TASK, +SQB_ROWS_PER_TASK) */
 
 /* One head: softmax(q k^T * scale + mask) v for q, k, v [seq, head_size] and an additive mask [seq], into
    out[i * out_stride + c]. `work` holds sqb_attention_work_floats(seq, head_size) floats. */

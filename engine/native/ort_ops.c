@@ -1,9 +1,10 @@
-/* The ONNX Runtime side of the two ops in the domain "squeezebert.desktop": their schemas, reading inputs, running
+/* The ONNX Runtime side of the three ops in the domain "squeezebert.desktop": their schemas, reading inputs, running
    the kernels on ORT's thread pool, and registration (RegisterCustomOps, called by ORT when a session loads this
    library).
 
    GroupedQGemm, inputs:
-            0 A uint8 [..., G*K]          activations, quantised by DynamicQuantizeLinear (1: scale, 2: zero point)
+            0 A uint8 [..., G*K]          activations, quantised by QuantizeRows (1: scale, 2: zero point, one
+                                           of each per row, [..., 1])
             3 B int8 [G, N/16, K/4, 16, 4] group g's [K, N] weights, 16 columns x 4 rows per 64-byte block
             4 b_scale float [G*N]          one symmetric scale per group and output column
             5 b_colsum int32 [G*N]         column sums of B, for A's zero point
@@ -14,10 +15,10 @@
    Attributes: heads, 0 for a token-major output, else the head count of a head-major [batch, heads, seq, d] output
    (A is then [batch, seq, G*K]); gelu, 1 to apply GELU to the output (the FFN's first layer).
 
-   y[m, g*N + n] = a_scale * b_scale[g*N + n] * (sum_k A[m, g*K + k] * B_g[k, n] - a_zp * colsum[g*N + n]) + bias
+   y[m, g*N + n] = a_scale[m] * b_scale[g*N + n] * (sum_k A[m, g*K + k] * B_g[k, n] - a_zp[m] * colsum[g*N + n]) + bias
    (then GELU, then + residual), for output n / (N / splits) at column g*N/splits + n % (N / splits).
 
-   MaskedAttention: below.
+   MaskedAttention and QuantizeRows: below.
 */
 #include "kernels.h"
 #include "ort_abi.h"
@@ -76,11 +77,11 @@ static OrtStatus *read_input(OrtKernelContext *ctx, size_t index, int element_ty
     if ((status = ORT(GetTensorTypeAndShape, type_and_shape_fn)(t->value, &info))) return status;
     status = ORT(GetTensorElementType, element_type_fn)(info, &t->element_type);
     if (!status) status = ORT(GetDimensionsCount, dims_count_fn)(info, &t->rank);
-    if (!status && t->rank > MAX_RANK) status = error("GroupedQGemm: input rank above 8");
+    if (!status && t->rank > MAX_RANK) status = error("an input of rank above 8");
     if (!status) status = ORT(GetDimensions, dims_fn)(info, t->dims, t->rank);
     ORT(ReleaseTensorTypeAndShapeInfo, release_info_fn)(info);
     if (status) return status;
-    if (t->element_type != element_type) return error("GroupedQGemm: an input has the wrong element type");
+    if (t->element_type != element_type) return error("an input has the wrong element type");
     t->count = 1;
     for (size_t i = 0; i < t->rank; i++) t->count *= t->dims[i];
     return ORT(GetTensorMutableData, mutable_data_fn)((OrtValue *)t->value, &t->data);
@@ -113,11 +114,12 @@ static OrtStatus *compute(void *state, OrtKernelContext *ctx)
     int64_t packed_width = (int64_t)job.groups * job.n, width = packed_width / job.splits;
     if (a->dims[a->rank - 1] != (int64_t)job.groups * job.k)
         return error("GroupedQGemm: A's last dimension is not G*K");
-    if (in[1].count != 1 || in[2].count != 1) return error("GroupedQGemm: A's scale and zero point must be scalars");
+    int64_t rows = a->count / a->dims[a->rank - 1];
+    if (in[1].count != rows || in[2].count != rows)
+        return error("GroupedQGemm: A needs one scale and one zero point per row (QuantizeRows)");
     if (in[4].count != packed_width || in[5].count != packed_width || in[6].count != packed_width)
         return error("GroupedQGemm: b_scale, b_colsum and bias must have G*N values");
 
-    int64_t rows = a->count / a->dims[a->rank - 1];
     int64_t out_dims[MAX_RANK];
     size_t out_rank;
     if (job.heads == 0) {
@@ -154,8 +156,8 @@ static OrtStatus *compute(void *state, OrtKernelContext *ctx)
 
     job.a = (const uint8_t *)a->data;
     job.lda = (size_t)job.groups * job.k;
-    job.a_scale = *(const float *)in[1].data;
-    job.a_zero_point = *(const uint8_t *)in[2].data;
+    job.a_scale = (const float *)in[1].data;
+    job.a_zero_point = (const uint8_t *)in[2].data;
     job.b = (const int8_t *)b->data;
     job.b_scale = (const float *)in[4].data;
     job.colsum = (const int32_t *)in[5].data;
@@ -211,10 +213,11 @@ static const OrtCustomOp grouped_qgemm = {
 };
 
 /* ------------------------------------------------------------------------------------------ MaskedAttention */
+typedef OrtStatus *(*attribute_float_fn)(const OrtKernelInfo *, const char *, float *);
+
 /* Inputs: 0 Q, 1 K, 2 V float [batch, heads, seq, d] (GroupedQGemm's head-major outputs), 3 an additive mask with
    batch * seq values (0 for a token, a large negative number for padding). Attribute scale (1/sqrt(d)).
    Output: the context, token-major [batch, seq, heads * d]. One task per batch item and head. */
-typedef OrtStatus *(*attribute_float_fn)(const OrtKernelInfo *, const char *, float *);
 
 typedef struct {
     float scale;
@@ -299,6 +302,84 @@ static const OrtCustomOp masked_attention = {
     release_pairs,
 };
 
+/* ------------------------------------------------------------------------------------------ QuantizeRows */
+/* Inputs: 0 X float [..., width] (width a multiple of 16); 1 gamma and 2 beta float [width], optional: a
+   LayerNorm (attribute epsilon) before quantising. Outputs: 0 uint8 [..., width], 1 scale float and 2 zero point
+   uint8 [..., 1], one per row, for GroupedQGemm; 3 the LayerNorm's output float [..., width], required with
+   gamma (the skip connection after the next projection). Eight rows a task. */
+typedef struct {
+    float epsilon;
+    int path;
+} rows_kernel_t;
+
+static OrtStatus *compute_rows(void *state, OrtKernelContext *ctx)
+{
+    const rows_kernel_t *kernel = (const rows_kernel_t *)state;
+    tensor_t x, gamma, beta;
+    OrtStatus *status;
+    if ((status = read_input(ctx, 0, ELEM_FLOAT, &x))) return status;
+    if (x.rank < 1 || x.dims[x.rank - 1] % 16 != 0) return error("QuantizeRows: the last dimension must be a multiple of 16");
+    sqb_rows_job_t job = {(const float *)x.data, NULL, NULL, kernel->epsilon, NULL, NULL, NULL, NULL, 0,
+                          (int)x.dims[x.rank - 1], kernel->path};
+    job.rows = job.width ? (size_t)(x.count / job.width) : 0;
+    const OrtValue *gamma_value = NULL;
+    if ((status = ORT(KernelContext_GetInput, get_input_fn)(ctx, 1, &gamma_value))) return status;
+    if (gamma_value) {
+        if ((status = read_input(ctx, 1, ELEM_FLOAT, &gamma)) || (status = read_input(ctx, 2, ELEM_FLOAT, &beta)))
+            return status;
+        if (gamma.count != job.width || beta.count != job.width)
+            return error("QuantizeRows: gamma and beta need one value per column");
+        job.gamma = (const float *)gamma.data;
+        job.beta = (const float *)beta.data;
+    }
+    int64_t row_dims[MAX_RANK];
+    memcpy(row_dims, x.dims, sizeof(int64_t) * x.rank);
+    row_dims[x.rank - 1] = 1;
+    OrtValue *outputs[4] = {NULL, NULL, NULL, NULL};
+    void *data[4] = {NULL, NULL, NULL, NULL};
+    for (size_t o = 0; o < (job.gamma ? 4u : 3u); o++) {
+        const int64_t *dims = o == 1 || o == 2 ? row_dims : x.dims;
+        if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, o, dims, x.rank, &outputs[o]))) return status;
+        if (!outputs[o]) return error("QuantizeRows: a LayerNorm needs its output (the fourth)");
+        if ((status = ORT(GetTensorMutableData, mutable_data_fn)(outputs[o], &data[o]))) return status;
+    }
+    job.q = (uint8_t *)data[0];
+    job.scale = (float *)data[1];
+    job.zero_point = (uint8_t *)data[2];
+    job.y = (float *)data[3];
+    size_t tasks = (job.rows + SQB_ROWS_PER_TASK - 1) / SQB_ROWS_PER_TASK;
+    if (tasks == 0) return NULL;
+    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, sqb_rows_task, tasks, tasks, &job);
+}
+
+static OrtStatus *create_rows(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
+{
+    (void)op;
+    (void)ort;
+    rows_kernel_t *kernel = (rows_kernel_t *)malloc(sizeof *kernel);
+    if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "QuantizeRows: out of memory");
+    OrtStatus *status = ORT(KernelInfoGetAttribute_float, attribute_float_fn)(info, "epsilon", &kernel->epsilon);
+    if (status) {
+        ORT(ReleaseStatus, release_status_fn)(status);
+        kernel->epsilon = 1e-12f; /* BERT's */
+    }
+    kernel->path = sqb_best_path();
+    *out = kernel;
+    return NULL;
+}
+
+static const char *rows_name(const OrtCustomOp *op) { (void)op; return "QuantizeRows"; }
+static size_t three(const OrtCustomOp *op) { (void)op; return 3; }
+static int rows_output_type(const OrtCustomOp *op, size_t i) { (void)op; return i == 0 || i == 2 ? ELEM_UINT8 : ELEM_FLOAT; }
+static int rows_input_presence(const OrtCustomOp *op, size_t i) { (void)op; return i == 0 ? REQUIRED : OPTIONAL; }
+static int rows_output_presence(const OrtCustomOp *op, size_t i) { (void)op; return i == 3 ? OPTIONAL : REQUIRED; }
+
+static const OrtCustomOp quantize_rows = {
+    SQB_ORT_API_VERSION, NULL, rows_name, op_provider, float_type, three, rows_output_type,
+    four, NULL, destroy_kernel, rows_input_presence, rows_output_presence, default_memory, one, one, one, one,
+    create_rows, compute_rows, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs, release_pairs,
+};
+
 /* The two slots checked before the table is trusted: ones with a result known without a session. */
 static const char *abi_mismatch(void)
 {
@@ -323,9 +404,10 @@ __attribute__((visibility("default"))) OrtStatus *RegisterCustomOps(OrtSessionOp
     OrtStatus *status = ORT(CreateCustomOpDomain, create_domain_fn)(DOMAIN, &domain);
     if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &grouped_qgemm);
     if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &masked_attention);
+    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &quantize_rows);
     if (!status) status = ORT(AddCustomOpDomain, add_domain_fn)(options, domain);
     return status;
 }
 
-/* Which path kernels created now take: "avx512-vnni", "avx2" or "portable". */
+/* Which path kernels created now take: "avx512-bf16", "avx512-vnni", "avx2" or "portable". */
 __attribute__((visibility("default"))) const char *sqb_native_path(void) { return SQB_PATH_NAMES[sqb_best_path()]; }
