@@ -60,6 +60,8 @@ class Pipeline:
                     }
                 )
             )
+        if len(parts) == 1:  # one batch (most texts): nothing to pad or join
+            return parts[0]
         out = {}
         for name in parts[0]:
             arrays = [p[name] for p in parts]
@@ -91,7 +93,8 @@ class SentimentPipeline(Pipeline):
     def __call__(self, text: str, cancel: threading.Event | None = None) -> SentimentResult:
         check_text(text)
         clock = _Clock()
-        inputs = self.tokenizer.single_inputs(self.tokenizer.tokenize(text), self.max_length, self.stride)
+        tokens = self.tokenizer.tokenize(text, with_offsets=False)
+        inputs = self.tokenizer.single_inputs(tokens, self.max_length, self.stride)
         clock.mark()
         logits = self._run(inputs, cancel)["logits"]
         clock.mark()

@@ -26,23 +26,31 @@ class TokenizedText:
     """Tokens of one text without special tokens; offsets are character offsets into that text.
 
     Offsets and word ids are read from the encoding when first asked for: sentiment never needs them, and
-    converting them took a fifth of its tokenisation time."""
+    converting them took a fifth of its tokenisation time. Tokens made without offsets (`with_offsets=False`)
+    have neither."""
 
-    def __init__(self, encoding):
+    def __init__(self, encoding, with_offsets: bool = True):
         self._encoding = encoding
+        self._with_offsets = with_offsets
         self.ids = np.asarray(encoding.ids, dtype=np.int64).reshape(len(encoding.ids))  # int64 [n]
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _check_offsets(self) -> None:
+        if not self._with_offsets:
+            raise ValueError("these tokens were made without offsets (tokenize(..., with_offsets=False))")
+
     @functools.cached_property
     def offsets(self) -> np.ndarray:
         """int64 [n, 2]"""
+        self._check_offsets()
         return np.asarray(self._encoding.offsets, dtype=np.int64).reshape(len(self), 2)
 
     @functools.cached_property
     def word_ids(self) -> np.ndarray:
         """int64 [n]: index of the pre-tokenizer word each token belongs to"""
+        self._check_offsets()
         return np.asarray([-1 if w is None else w for w in self._encoding.word_ids], dtype=np.int64).reshape(len(self))
 
 
@@ -71,7 +79,12 @@ class WordPieceTokenizer:
         self.sep_id = vocab["[SEP]"]
         self.pad_id = vocab["[PAD]"]
 
-    def tokenize(self, text: str) -> TokenizedText:
+    def tokenize(self, text: str, with_offsets: bool = True) -> TokenizedText:
+        """Without offsets (the ids alone, all sentiment needs), tokenizers' encode_batch_fast skips working out
+        where each token sits in the text: a fifth of the time."""
+        if not with_offsets:
+            return TokenizedText(self._tokenizer.encode_batch_fast([sanitize(text)], add_special_tokens=False)[0],
+                                 with_offsets=False)
         return TokenizedText(self._tokenizer.encode(sanitize(text), add_special_tokens=False))
 
     def tokenize_batch(self, texts: list[str]) -> list[TokenizedText]:

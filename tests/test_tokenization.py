@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,3 +57,14 @@ def test_pair_inputs_layout(tiny_tokenizer_dir):
         assert list(ids[shift : shift + b - a]) == list(context.ids[a:b])
         assert ids[shift + b - a] == tok.sep_id
         assert inputs.token_type_ids[row, shift] == 1 and inputs.token_type_ids[row, 0] == 0
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.text(max_size=200))
+def test_tokens_without_offsets_have_the_same_ids(tiny_tokenizer_dir, text):
+    """Sentiment's fast path (no offsets) must not change what the model reads."""
+    tok = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json")
+    fast = tok.tokenize(text, with_offsets=False)
+    assert list(fast.ids) == list(tok.tokenize(text).ids)
+    with pytest.raises(ValueError, match="without offsets"):
+        fast.offsets
