@@ -6,11 +6,12 @@ export and inference so that all three see the same tokens.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, normalizers
 
 
 def sanitize(text: str) -> str:
@@ -69,11 +70,24 @@ class ModelInputs:
         return int(self.attention_mask.sum())
 
 
+def ascii_twin(tokenizer: Tokenizer) -> Tokenizer:
+    """The same tokenizer for ASCII text: BERT's normaliser strips accents (a Unicode decomposition) and spaces out
+    CJK characters, both no-ops on ASCII, and skipping them takes a fifth off encoding it. Other normalisers are
+    kept as they are."""
+    twin = Tokenizer.from_str(tokenizer.to_str())
+    spec = json.loads(tokenizer.to_str()).get("normalizer") or {}
+    if spec.get("type") == "BertNormalizer":
+        twin.normalizer = normalizers.BertNormalizer(clean_text=spec.get("clean_text", True), handle_chinese_chars=False,
+                                                     strip_accents=False, lowercase=spec.get("lowercase", True))
+    return twin
+
+
 class WordPieceTokenizer:
     def __init__(self, path: str | Path):
         self._tokenizer = Tokenizer.from_file(str(path))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
+        self._ascii = ascii_twin(self._tokenizer)
         vocab = self._tokenizer.get_vocab()
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
@@ -82,10 +96,11 @@ class WordPieceTokenizer:
     def tokenize(self, text: str, with_offsets: bool = True) -> TokenizedText:
         """Without offsets (the ids alone, all sentiment needs), tokenizers' encode_batch_fast skips working out
         where each token sits in the text: a fifth of the time."""
+        text = sanitize(text)
+        tokenizer = self._ascii if text.isascii() else self._tokenizer
         if not with_offsets:
-            return TokenizedText(self._tokenizer.encode_batch_fast([sanitize(text)], add_special_tokens=False)[0],
-                                 with_offsets=False)
-        return TokenizedText(self._tokenizer.encode(sanitize(text), add_special_tokens=False))
+            return TokenizedText(tokenizer.encode_batch_fast([text], add_special_tokens=False)[0], with_offsets=False)
+        return TokenizedText(tokenizer.encode(text, add_special_tokens=False))
 
     def tokenize_batch(self, texts: list[str]) -> list[TokenizedText]:
         return [self.tokenize(t) for t in texts]

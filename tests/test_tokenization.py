@@ -68,3 +68,15 @@ def test_tokens_without_offsets_have_the_same_ids(tiny_tokenizer_dir, text):
     assert list(fast.ids) == list(tok.tokenize(text).ids)
     with pytest.raises(ValueError, match="without offsets"):
         fast.offsets
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_ascii_text_tokenises_the_same_without_unicode_normalisation(tiny_tokenizer_dir, text):
+    """ASCII text goes through a twin tokenizer without accent stripping or CJK spacing (no-ops on ASCII)."""
+    from tokenizers import Tokenizer
+
+    full = Tokenizer.from_file(str(tiny_tokenizer_dir / "tokenizer.json"))
+    want = full.encode(text, add_special_tokens=False)
+    got = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json").tokenize(text)
+    assert list(got.ids) == want.ids and got.offsets.tolist() == [list(o) for o in want.offsets]
