@@ -12,7 +12,7 @@ from engine.errors import Cancelled, InputError
 from engine.decoding import best_spans, decode_iob, group_words, merge_span_candidates, merge_window_logits, softmax
 from engine.results import Answer, EntitiesResult, Entity, ModelInfo, QAResult, SentimentResult, Timing
 from engine.session import OnnxSession
-from engine.tokenization import ModelInputs, WordPieceTokenizer
+from engine.tokenization import ModelInputs, shared_tokenizer
 
 MAX_CHARS = 200_000  # a long paste is fine; a whole book in one box is a mistake worth saying so
 WINDOWS_PER_RUN = 16  # windows of a long text go through the model in batches of this many
@@ -34,7 +34,7 @@ class Pipeline:
         if bundle.task != self.task:
             raise ValueError(f"bundle {bundle.path} is for {bundle.task}, not {self.task}")
         self.bundle = bundle
-        self.tokenizer = WordPieceTokenizer(bundle.tokenizer_file)
+        self.tokenizer = shared_tokenizer(bundle.tokenizer_file)
         self.session = OnnxSession(bundle.model_file, threads)
         self.max_length = bundle.max_length
         self.stride = self.max_length // 4

@@ -6,7 +6,8 @@ export and inference so that all three see the same tokens.
 from __future__ import annotations
 
 import functools
-import json
+import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,15 +71,17 @@ class ModelInputs:
         return int(self.attention_mask.sum())
 
 
-def ascii_twin(tokenizer: Tokenizer) -> Tokenizer:
-    """The same tokenizer for ASCII text: BERT's normaliser strips accents (a Unicode decomposition) and spaces out
-    CJK characters, both no-ops on ASCII, and skipping them takes a fifth off encoding it. Other normalisers are
-    kept as they are."""
-    twin = Tokenizer.from_str(tokenizer.to_str())
-    spec = json.loads(tokenizer.to_str()).get("normalizer") or {}
-    if spec.get("type") == "BertNormalizer":
-        twin.normalizer = normalizers.BertNormalizer(clean_text=spec.get("clean_text", True), handle_chinese_chars=False,
-                                                     strip_accents=False, lowercase=spec.get("lowercase", True))
+def ascii_twin(path: str | Path) -> Tokenizer:
+    """The tokenizer at `path`, for ASCII text: BERT's normaliser strips accents (a Unicode decomposition) and
+    spaces out CJK characters, both no-ops on ASCII, and skipping them takes a fifth off encoding it. Other
+    normalisers are kept as they are."""
+    twin = Tokenizer.from_file(str(path))
+    twin.no_padding()
+    twin.no_truncation()
+    bert = twin.normalizer
+    if isinstance(bert, normalizers.BertNormalizer):
+        twin.normalizer = normalizers.BertNormalizer(clean_text=bert.clean_text, handle_chinese_chars=False,
+                                                     strip_accents=False, lowercase=bert.lowercase)
     return twin
 
 
@@ -87,7 +90,7 @@ class WordPieceTokenizer:
         self._tokenizer = Tokenizer.from_file(str(path))
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        self._ascii = ascii_twin(self._tokenizer)
+        self._ascii = ascii_twin(path)
         vocab = self._tokenizer.get_vocab()
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
@@ -134,6 +137,20 @@ class WordPieceTokenizer:
             attention[i, : len(row)] = 1
             token_types[i, : len(tt)] = tt
         return ModelInputs(input_ids, attention, token_types, list(spans), list(text_offset))
+
+
+_SHARED: dict[str, WordPieceTokenizer] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_tokenizer(path: str | Path) -> WordPieceTokenizer:
+    """One WordPieceTokenizer per distinct tokenizer.json: the six bundles share BERT's vocabulary, and each
+    tokenizer (with its ASCII twin) costs start-up time and memory. Encoding is thread-safe."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with _SHARED_LOCK:
+        if digest not in _SHARED:
+            _SHARED[digest] = WordPieceTokenizer(path)
+        return _SHARED[digest]
 
 
 def windows(n: int, size: int, stride: int) -> list[tuple[int, int]]:

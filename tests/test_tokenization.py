@@ -80,3 +80,13 @@ def test_ascii_text_tokenises_the_same_without_unicode_normalisation(tiny_tokeni
     want = full.encode(text, add_special_tokens=False)
     got = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json").tokenize(text)
     assert list(got.ids) == want.ids and got.offsets.tolist() == [list(o) for o in want.offsets]
+
+
+def test_bundles_with_the_same_tokenizer_share_one(tiny_tokenizer_dir, tmp_path):
+    from engine.tokenization import shared_tokenizer
+
+    copy = tmp_path / "tokenizer.json"
+    copy.write_bytes((tiny_tokenizer_dir / "tokenizer.json").read_bytes())
+    assert shared_tokenizer(copy) is shared_tokenizer(tiny_tokenizer_dir / "tokenizer.json")
+    copy.write_text(copy.read_text().replace('"lowercase": true', '"lowercase": false', 1))
+    assert shared_tokenizer(copy) is not shared_tokenizer(tiny_tokenizer_dir / "tokenizer.json")
