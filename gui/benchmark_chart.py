@@ -36,10 +36,10 @@ def save_chart(report: dict, path: str, width: int = 980, height: int = 520) -> 
     seqs = sorted({s for points in series.values() for s, _ in points})
     top, step = nice_axis(max(ms for points in series.values() for _, ms in points) * 1.05)
     p.setFont(QFont("DejaVu Sans", 11, QFont.Bold))
-    p.drawText(QRectF(0, 10, width, 30), Qt.AlignCenter,
-               f"{report['task']} ({report['encoder']} encoder size): p50 latency, batch 1, {report['threads']} threads — "
-               f"{report['cpu']}")
+    p.drawText(QRectF(0, 4, width, 22), Qt.AlignCenter,
+               f"{report['task']} ({report['encoder']} encoder size): p50 latency, batch 1, {report['threads']} threads")
     p.setFont(QFont("DejaVu Sans", 9))
+    p.drawText(QRectF(0, 26, width, 18), Qt.AlignCenter, report["cpu"])  # its own line: a long CPU name fits
     p.setPen(QPen(QColor("#888"), 1))
     p.drawRect(plot)
     for k in range(round(top / step) + 1):
