@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Each path runs every kernel the one before it does, but attention: AVX512_BF16 only changes attention to bf16. */
+/* Slowest to fastest; AVX512_BF16 is the AVX512_VNNI path with attention's products in bf16. */
 enum { SQB_PATH_PORTABLE, SQB_PATH_AVX2, SQB_PATH_AVX512_VNNI, SQB_PATH_AVX512_BF16 };
 
 /* One GroupedQGemm call (grouped_qgemm.c): what ort_ops.c reads from the op's inputs and attributes. */
