@@ -128,10 +128,9 @@ VNNI static inline __m512 gelu(__m512 y)
 
 /* R rows x NB 16-column blocks; R and NB are constants at every call site, so the accumulators live in registers. */
 VNNI static inline __attribute__((always_inline)) void micro(
-    const int R, const int NB, const sqb_gemm_job_t *job, size_t row, const int8_t *b, int kq, size_t col,
-    float *const *out, const float *const *residual, size_t row_stride)
+    const int R, const int NB, const sqb_gemm_job_t *job, const uint8_t *a, size_t row, const int8_t *b, int kq,
+    size_t col, float *const *out, const float *const *residual, size_t row_stride)
 {
-    const uint8_t *a = job->a + row * job->lda + col / job->n * job->k;
     __m512i acc[8][3];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_si512();
@@ -175,14 +174,14 @@ VNNI static inline __attribute__((always_inline)) void micro(
 
 #define MICRO_ROWS(NB)                                                                  \
     switch (rows) {                                                                    \
-    case 8: micro(8, NB, job, row, b, kq, col, out, residual, stride); break;                      \
-    case 7: micro(7, NB, job, row, b, kq, col, out, residual, stride); break;                      \
-    case 6: micro(6, NB, job, row, b, kq, col, out, residual, stride); break;                      \
-    case 5: micro(5, NB, job, row, b, kq, col, out, residual, stride); break;                      \
-    case 4: micro(4, NB, job, row, b, kq, col, out, residual, stride); break;                      \
-    case 3: micro(3, NB, job, row, b, kq, col, out, residual, stride); break;                      \
-    case 2: micro(2, NB, job, row, b, kq, col, out, residual, stride); break;                      \
-    default: micro(1, NB, job, row, b, kq, col, out, residual, stride); break;                     \
+    case 8: micro(8, NB, job, a, row, b, kq, col, out, residual, stride); break;                      \
+    case 7: micro(7, NB, job, a, row, b, kq, col, out, residual, stride); break;                      \
+    case 6: micro(6, NB, job, a, row, b, kq, col, out, residual, stride); break;                      \
+    case 5: micro(5, NB, job, a, row, b, kq, col, out, residual, stride); break;                      \
+    case 4: micro(4, NB, job, a, row, b, kq, col, out, residual, stride); break;                      \
+    case 3: micro(3, NB, job, a, row, b, kq, col, out, residual, stride); break;                      \
+    case 2: micro(2, NB, job, a, row, b, kq, col, out, residual, stride); break;                      \
+    default: micro(1, NB, job, a, row, b, kq, col, out, residual, stride); break;                     \
     }
 
 VNNI static void tile_vnni(const sqb_gemm_job_t *job, int batch, int s0, int s1, int g, int c0, int c1)
@@ -200,6 +199,7 @@ VNNI static void tile_vnni(const sqb_gemm_job_t *job, int batch, int s0, int s1,
         for (int s = s0; s < s1; s += 8) {
             int rows = s1 - s < 8 ? s1 - s : 8;
             size_t row = (size_t)batch * job->seq + s;
+            const uint8_t *a = job->a + row * job->lda + (size_t)g * job->k;
             size_t offset = (size_t)(s - s0) * stride;
             float *out[3];
             const float *residual[3] = {NULL, NULL, NULL};
