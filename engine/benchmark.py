@@ -203,14 +203,13 @@ def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, pr
             "encoder": encoder, "notes": sorted(set(notes)), "cpu": cpu_name()}
 
 
-# The instruction sets ONNX Runtime's int8 GEMMs pick their kernels by: with VNNI, BERT's large int8 MatMuls run
-# far faster than without, while SqueezeBERT's small grouped ones gain little, so ratios are only comparable
-# between runs on the same ones.
-INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
+# The instruction sets the int8 kernels pick their code paths by (ONNX Runtime's and engine.native's, whose
+# attention also uses bf16): ratios are only comparable between runs on the same ones.
+KERNEL_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8")
 
 
 def cpu_name(cpuinfo: str | None = None) -> str:
-    """'AMD EPYC (avx2, avx512f, avx512_vnni)': the model name and its int8-relevant instruction sets."""
+    """'AMD EPYC (avx2, avx512f, avx512_vnni)': the model name and the instruction sets the kernels pick paths by."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -220,7 +219,7 @@ def cpu_name(cpuinfo: str | None = None) -> str:
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     name = fields.get("model name") or platform.processor() or platform.machine()
     flags = set(fields.get("flags", "").split())
-    isa = [f for f in INT8_ISA if f in flags]
+    isa = [f for f in KERNEL_ISA if f in flags]
     return f"{name} ({', '.join(isa)})" if isa else name
 
 
