@@ -71,13 +71,19 @@ class ModelInputs:
         return int(self.attention_mask.sum())
 
 
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """tokenizer.json as saved, without padding or truncation: the windowing here decides lengths."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
 def ascii_twin(path: str | Path) -> Tokenizer:
     """The tokenizer at `path`, for ASCII text: BERT's normaliser strips accents (a Unicode decomposition) and
     spaces out CJK characters, both no-ops on ASCII, and skipping them takes a fifth off encoding it. Other
     normalisers are kept as they are."""
-    twin = Tokenizer.from_file(str(path))
-    twin.no_padding()
-    twin.no_truncation()
+    twin = load_tokenizer(path)
     bert = twin.normalizer
     if isinstance(bert, normalizers.BertNormalizer):
         twin.normalizer = normalizers.BertNormalizer(clean_text=bert.clean_text, handle_chinese_chars=False,
@@ -87,9 +93,7 @@ def ascii_twin(path: str | Path) -> Tokenizer:
 
 class WordPieceTokenizer:
     def __init__(self, path: str | Path):
-        self._tokenizer = Tokenizer.from_file(str(path))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+        self._tokenizer = load_tokenizer(path)
         self._ascii = ascii_twin(path)
         vocab = self._tokenizer.get_vocab()
         self.cls_id = vocab["[CLS]"]
