@@ -212,17 +212,38 @@ static const OrtCustomOp grouped_qgemm = {
     create_kernel, compute, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs, release_pairs,
 };
 
-/* ------------------------------------------------------------------------------------------ MaskedAttention */
+/* ------------------------------------------------------------------------------------------ one float attribute */
+/* MaskedAttention's and QuantizeRows' kernels: the op's one float attribute and the code path. */
 typedef OrtStatus *(*attribute_float_fn)(const OrtKernelInfo *, const char *, float *);
 
+typedef struct {
+    float attribute;
+    int path;
+} float_kernel_t;
+
+/* `fallback` NULL: the attribute is required. */
+static OrtStatus *create_float_kernel(const OrtKernelInfo *info, const char *name, const float *fallback, void **out)
+{
+    float_kernel_t *kernel = (float_kernel_t *)malloc(sizeof *kernel);
+    if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "custom op: out of memory");
+    OrtStatus *status = ORT(KernelInfoGetAttribute_float, attribute_float_fn)(info, name, &kernel->attribute);
+    if (status && !fallback) {
+        free(kernel);
+        return status;
+    }
+    if (status) {
+        ORT(ReleaseStatus, release_status_fn)(status);
+        kernel->attribute = *fallback;
+    }
+    kernel->path = sqb_best_path();
+    *out = kernel;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ MaskedAttention */
 /* Inputs: 0 Q, 1 K, 2 V float [batch, heads, seq, d] (GroupedQGemm's head-major outputs), 3 an additive mask with
    batch * seq values (0 for a token, a large negative number for padding). Attribute scale (1/sqrt(d)).
    Output: the context, token-major [batch, seq, heads * d]. One task per batch item and head. */
-
-typedef struct {
-    float scale;
-    int path;
-} attention_kernel_t;
 
 typedef struct {
     const float *q, *k, *v, *mask;
@@ -245,7 +266,7 @@ static void run_head(void *data, size_t index)
 
 static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
 {
-    const attention_kernel_t *kernel = (const attention_kernel_t *)state;
+    const float_kernel_t *kernel = (const float_kernel_t *)state;
     tensor_t in[4];
     OrtStatus *status;
     for (size_t i = 0; i < 4; i++)
@@ -258,7 +279,7 @@ static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
     if (in[3].count != q->dims[0] * q->dims[2]) return error("MaskedAttention: the mask needs batch * seq values");
     attention_job_t job = {(const float *)q->data, (const float *)in[1].data, (const float *)in[2].data,
                            (const float *)in[3].data, NULL, (int)q->dims[1], (int)q->dims[2], (int)q->dims[3],
-                           kernel->path, kernel->scale, NULL, 0};
+                           kernel->path, kernel->attribute, NULL, 0};
     int64_t out_dims[3] = {q->dims[0], q->dims[2], q->dims[1] * q->dims[3]};
     OrtValue *out_value;
     if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 0, out_dims, 3, &out_value))) return status;
@@ -277,16 +298,7 @@ static OrtStatus *create_attention(const OrtCustomOp *op, const OrtApiSlot *ort,
 {
     (void)op;
     (void)ort;
-    attention_kernel_t *kernel = (attention_kernel_t *)malloc(sizeof *kernel);
-    if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "MaskedAttention: out of memory");
-    OrtStatus *status = ORT(KernelInfoGetAttribute_float, attribute_float_fn)(info, "scale", &kernel->scale);
-    if (status) {
-        free(kernel);
-        return status;
-    }
-    kernel->path = sqb_best_path();
-    *out = kernel;
-    return NULL;
+    return create_float_kernel(info, "scale", NULL, out);
 }
 
 static const char *attention_name(const OrtCustomOp *op) { (void)op; return "MaskedAttention"; }
@@ -307,19 +319,14 @@ static const OrtCustomOp masked_attention = {
    LayerNorm (attribute epsilon) before quantising. Outputs: 0 uint8 [..., width], 1 scale float and 2 zero point
    uint8 [..., 1], one per row, for GroupedQGemm; 3 the LayerNorm's output float [..., width], required with
    gamma (the skip connection after the next projection). Eight rows a task. */
-typedef struct {
-    float epsilon;
-    int path;
-} rows_kernel_t;
-
 static OrtStatus *compute_rows(void *state, OrtKernelContext *ctx)
 {
-    const rows_kernel_t *kernel = (const rows_kernel_t *)state;
+    const float_kernel_t *kernel = (const float_kernel_t *)state;
     tensor_t x, gamma, beta;
     OrtStatus *status;
     if ((status = read_input(ctx, 0, ELEM_FLOAT, &x))) return status;
     if (x.rank < 1 || x.dims[x.rank - 1] % 16 != 0) return error("QuantizeRows: the last dimension must be a multiple of 16");
-    sqb_rows_job_t job = {(const float *)x.data, NULL, NULL, kernel->epsilon, NULL, NULL, NULL, NULL, 0,
+    sqb_rows_job_t job = {(const float *)x.data, NULL, NULL, kernel->attribute, NULL, NULL, NULL, NULL, 0,
                           (int)x.dims[x.rank - 1], kernel->path};
     job.rows = job.width ? (size_t)(x.count / job.width) : 0;
     const OrtValue *gamma_value = NULL;
@@ -356,16 +363,8 @@ static OrtStatus *create_rows(const OrtCustomOp *op, const OrtApiSlot *ort, cons
 {
     (void)op;
     (void)ort;
-    rows_kernel_t *kernel = (rows_kernel_t *)malloc(sizeof *kernel);
-    if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "QuantizeRows: out of memory");
-    OrtStatus *status = ORT(KernelInfoGetAttribute_float, attribute_float_fn)(info, "epsilon", &kernel->epsilon);
-    if (status) {
-        ORT(ReleaseStatus, release_status_fn)(status);
-        kernel->epsilon = 1e-12f; /* BERT's */
-    }
-    kernel->path = sqb_best_path();
-    *out = kernel;
-    return NULL;
+    static const float bert_epsilon = 1e-12f;
+    return create_float_kernel(info, "epsilon", &bert_epsilon, out);
 }
 
 static const char *rows_name(const OrtCustomOp *op) { (void)op; return "QuantizeRows"; }
