@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, normalizers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 
 
 def sanitize(text: str) -> str:
@@ -79,15 +80,24 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     return tokenizer
 
 
-def ascii_twin(path: str | Path) -> Tokenizer:
-    """The tokenizer at `path`, for ASCII text: BERT's normaliser strips accents (a Unicode decomposition) and
-    spaces out CJK characters, both no-ops on ASCII, and skipping them takes a fifth off encoding it. Other
-    normalisers are kept as they are."""
+# ASCII characters BERT's normaliser deletes (controls other than tab, newline and carriage return): texts with
+# one go through the full tokenizer, so that the twin below never has to delete characters.
+_DELETED_ASCII = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# BERT's pre-tokeniser on ASCII: runs of letters and digits, and every other non-space character on its own.
+_BERT_WORDS_ASCII = Regex(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+
+
+def ascii_twin(path: str | Path) -> Tokenizer | None:
+    """The tokenizer at `path` for lower-cased ASCII text (see `WordPieceTokenizer.tokenize`), or None when it is
+    not BERT's. On such text BERT's normaliser has nothing left to do (lower-casing is done by the caller, one
+    character for one, so offsets hold; accents and CJK do not occur) and its pre-tokeniser is one regex split:
+    without both, encoding takes two fifths less time."""
     twin = load_tokenizer(path)
-    bert = twin.normalizer
-    if isinstance(bert, normalizers.BertNormalizer):
-        twin.normalizer = normalizers.BertNormalizer(clean_text=bert.clean_text, handle_chinese_chars=False,
-                                                     strip_accents=False, lowercase=bert.lowercase)
+    if not (isinstance(twin.normalizer, normalizers.BertNormalizer)
+            and isinstance(twin.pre_tokenizer, pre_tokenizers.BertPreTokenizer)):
+        return None
+    twin.normalizer = None
+    twin.pre_tokenizer = pre_tokenizers.Split(_BERT_WORDS_ASCII, behavior="removed", invert=True)
     return twin
 
 
@@ -95,6 +105,10 @@ class WordPieceTokenizer:
     def __init__(self, path: str | Path):
         self._tokenizer = load_tokenizer(path)
         self._ascii = ascii_twin(path)
+        self._lowercase = bool(getattr(self._tokenizer.normalizer, "lowercase", False))
+        # special tokens are matched before normalisation, in the text as typed: a text holding one in any case
+        # goes through the full tokenizer
+        self._added = [t.content.lower() for t in self._tokenizer.get_added_tokens_decoder().values()]
         vocab = self._tokenizer.get_vocab()
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
@@ -102,9 +116,13 @@ class WordPieceTokenizer:
 
     def tokenize(self, text: str, with_offsets: bool = True) -> TokenizedText:
         """Without offsets (the ids alone, all sentiment needs), tokenizers' encode_batch_fast skips working out
-        where each token sits in the text: a fifth of the time."""
+        where each token sits in the text: a fifth of the time. Plain ASCII text goes through the ASCII twin."""
         text = sanitize(text)
-        tokenizer = self._ascii if text.isascii() else self._tokenizer
+        tokenizer = self._tokenizer
+        if self._ascii is not None and text.isascii() and not _DELETED_ASCII.search(text):
+            folded = text.lower()
+            if not any(token in folded for token in self._added):
+                tokenizer, text = self._ascii, folded if self._lowercase else text
         if not with_offsets:
             return TokenizedText(tokenizer.encode_batch_fast([text], add_special_tokens=False)[0], with_offsets=False)
         return TokenizedText(tokenizer.encode(text, add_special_tokens=False))

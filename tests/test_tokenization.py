@@ -70,16 +70,54 @@ def test_tokens_without_offsets_have_the_same_ids(tiny_tokenizer_dir, text):
         fast.offsets
 
 
-@settings(deadline=None, max_examples=100)
-@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
-def test_ascii_text_tokenises_the_same_without_unicode_normalisation(tiny_tokenizer_dir, text):
-    """ASCII text goes through a twin tokenizer without accent stripping or CJK spacing (no-ops on ASCII)."""
+# ASCII made of what the twin must get right: words, digits, punctuation runs, every kind of space, the
+# controls BERT's normaliser deletes, and special tokens as typed in any case
+ASCII_PIECES = st.one_of(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=6),
+    st.sampled_from(["the", "Tower", "PARIS", "unbelievable", "x" * 120, "3.5", "don't", "e-mail", "foo_bar", "?!",
+                     " ", "  ", "\t", "\n", "\r\n", "\x0b", "\x0c", "\x00", "\x1f", "\x7f",
+                     "[MASK]", "[mask]", "[CLS]", "[Sep]", "[UNK]", "[PAD]"]),
+)
+
+
+def assert_same_as_full(path, text):
     from tokenizers import Tokenizer
 
-    full = Tokenizer.from_file(str(tiny_tokenizer_dir / "tokenizer.json"))
-    want = full.encode(text, add_special_tokens=False)
-    got = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json").tokenize(text)
+    want = Tokenizer.from_file(str(path)).encode(text, add_special_tokens=False)
+    tokenizer = WordPieceTokenizer(path)
+    got = tokenizer.tokenize(text)
     assert list(got.ids) == want.ids and got.offsets.tolist() == [list(o) for o in want.offsets]
+    assert got.word_ids.tolist() == [-1 if w is None else w for w in want.word_ids]
+    assert list(tokenizer.tokenize(text, with_offsets=False).ids) == want.ids
+
+
+@settings(deadline=None, max_examples=150)
+@given(st.lists(ASCII_PIECES, max_size=30).map("".join))
+def test_ascii_text_tokenises_the_same_through_the_twin(tiny_tokenizer_dir, text):
+    """ASCII text goes through a twin tokenizer (no normaliser, BERT's pre-tokeniser as one regex): the same ids,
+    offsets and words as the full tokenizer."""
+    assert_same_as_full(tiny_tokenizer_dir / "tokenizer.json", text)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(ASCII_PIECES, max_size=30).map("".join))
+def test_cased_ascii_text_is_not_lower_cased(tiny_tokenizer_dir, tmp_path_factory, text):
+    cased = tmp_path_factory.getbasetemp() / "cased-tokenizer.json"
+    if not cased.exists():
+        cased.write_text((tiny_tokenizer_dir / "tokenizer.json").read_text().replace(
+            '"lowercase": true', '"lowercase": false', 1))
+    assert_same_as_full(cased, text)
+
+
+def test_the_twin_is_used_for_plain_ascii_only(tiny_tokenizer_dir):
+    """Which texts take the twin: if it were never taken, the tests above would pass without testing it."""
+    tokenizer = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json")
+    taken = []
+    twin_encode = tokenizer._ascii.encode
+    tokenizer._ascii = type("Spy", (), {"encode": lambda self, t, **kw: taken.append(t) or twin_encode(t, **kw)})()
+    for text in ["The Tower, in Paris!", "caf\u00e9", "a\x00b", "it is [MASK] here", "see [mask]"]:
+        tokenizer.tokenize(text)
+    assert taken == ["the tower, in paris!"]
 
 
 def test_bundles_with_the_same_tokenizer_share_one(tiny_tokenizer_dir, tmp_path):
@@ -90,3 +128,17 @@ def test_bundles_with_the_same_tokenizer_share_one(tiny_tokenizer_dir, tmp_path)
     assert shared_tokenizer(copy) is shared_tokenizer(tiny_tokenizer_dir / "tokenizer.json")
     copy.write_text(copy.read_text().replace('"lowercase": true', '"lowercase": false', 1))
     assert shared_tokenizer(copy) is not shared_tokenizer(tiny_tokenizer_dir / "tokenizer.json")
+
+
+def test_the_shipped_samples_tokenise_the_same_through_the_twin():
+    from engine.bundle import models_dir
+    from engine.samples import load_samples
+
+    path = models_dir() / "squeezebert-sentiment" / "tokenizer.json"
+    if not path.exists():
+        pytest.skip("no shipped bundle")
+    texts = [s["text"] for task in ("sentiment", "entities") for s in load_samples(task)]
+    texts += [t for s in load_samples("qa") for t in [s["context"], *s["questions"]]]
+    assert any(t.isascii() for t in texts)
+    for text in texts:
+        assert_same_as_full(path, text)
