@@ -98,12 +98,13 @@ class SentimentPipeline(Pipeline):
         clock.mark()
         logits = self._run(inputs, cancel)["logits"]
         clock.mark()
-        probs = softmax(logits.mean(0))
-        best = int(np.argmax(probs))
-        scores = {label: float(p) for label, p in zip(self.bundle.labels, probs)}
+        # one window needs no mean, and plain floats from here on: each numpy call just after a run is slow
+        probs = softmax(logits[0] if len(logits) == 1 else logits.mean(0)).tolist()
+        best = max(range(len(probs)), key=probs.__getitem__)
+        scores = dict(zip(self.bundle.labels, probs))
         clock.mark()
         return SentimentResult(
-            self.bundle.labels[best], float(probs[best]), scores, len(inputs.spans), self.info,
+            self.bundle.labels[best], probs[best], scores, len(inputs.spans), self.info,
             clock.timing(inputs.n_tokens),
         )
 

@@ -45,6 +45,25 @@ def test_offsets_point_into_the_original_text(tiny_tokenizer_dir):
     assert "paris" in pieces and "london" in pieces and "tower" in pieces
 
 
+@pytest.mark.parametrize("repeats", [1, 3, 40], ids=["one-window", "fits-exactly", "several-windows"])
+def test_single_inputs_layout(tiny_tokenizer_dir, repeats):
+    tok = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json")
+    tokens = tok.tokenize(" ".join(["the tower is in paris"] * repeats))
+    max_length = len(tokens) + 2 if repeats == 3 else 48
+    inputs = tok.single_inputs(tokens, max_length=max_length, stride=12)
+    assert inputs.input_ids.dtype == inputs.attention_mask.dtype == inputs.token_type_ids.dtype == np.int64
+    assert inputs.input_ids.shape == inputs.attention_mask.shape == inputs.token_type_ids.shape
+    assert inputs.input_ids.shape[1] <= max_length and inputs.text_offset == [1] * len(inputs.spans)
+    for row, (a, b) in enumerate(inputs.spans):
+        ids = inputs.input_ids[row]
+        assert list(ids[: b - a + 2]) == [tok.cls_id, *tokens.ids[a:b], tok.sep_id]
+        assert (ids[b - a + 2:] == tok.pad_id).all()
+        assert inputs.attention_mask[row].tolist() == [1] * (b - a + 2) + [0] * (len(ids) - (b - a + 2))
+        assert not inputs.token_type_ids[row].any()
+    assert inputs.spans[0][0] == 0 and inputs.spans[-1][1] == len(tokens)
+    assert (len(inputs.spans) > 1) == (repeats == 40)
+
+
 def test_pair_inputs_layout(tiny_tokenizer_dir):
     tok = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json")
     question = tok.tokenize("where is the tower")
