@@ -161,3 +161,16 @@ def test_the_shipped_samples_tokenise_the_same_through_the_twin():
     assert any(t.isascii() for t in texts)
     for text in texts:
         assert_same_as_full(path, text)
+
+
+def test_a_tokenizer_other_than_berts_has_no_twin(tiny_tokenizer_dir, tmp_path):
+    import json
+
+    from engine.tokenization import ascii_twin
+
+    spec = json.loads((tiny_tokenizer_dir / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Lowercase"}
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    assert ascii_twin(tiny_tokenizer_dir / "tokenizer.json") is not None and ascii_twin(path) is None
+    assert_same_as_full(path, "The Tower, in PARIS!")
