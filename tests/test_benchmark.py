@@ -70,3 +70,28 @@ def test_each_timed_call_follows_settle_time_of_its_own_untimed_calls(monkeypatc
     # the deadline is read just before the first untimed call records its start, so a block can be that gap
     # (microseconds, more when the host preempts) short of SETTLE_MS; without the settle loop it would be 0
     assert all((last - first) * 1000 >= SETTLE_MS / 2 for _, first, last in timed_blocks)
+
+
+def test_one_lengths_contenders_are_released_before_the_next_lengths_are_built(monkeypatch):
+    """Six loaded models left over from the previous length slowed the next length's tokenisation by a third."""
+    import gc
+    import weakref
+
+    alive_at_build = []
+    built = []
+
+    class Model:  # what a contender's call holds: its pipeline (sessions, tokenizer)
+        def __call__(self):
+            return None
+
+    def build(task, seq_len, *args):
+        gc.collect()
+        alive_at_build.append(sum(ref() is not None for ref in built))
+        model = Model()
+        built.append(weakref.ref(model))
+        return [Contender("squeezebert", "fp32", "transformers", model, "fake")]
+
+    monkeypatch.setattr(engine.benchmark, "build_contenders", build)
+    report = engine.benchmark.run_benchmark("sentiment", [16, 32, 64], runs=1, warmup=0, progress=lambda line: None)
+    assert [r["seq_len"] for r in report["results"]] == [16, 32, 64]
+    assert alive_at_build == [0, 0, 0]
