@@ -67,6 +67,33 @@ static inline __mmask16 keys_from(size_t j, int seq)
     return j >= (size_t)seq ? 0 : (size_t)seq - j >= 16 ? 0xFFFF : (__mmask16)((1u << (seq - j)) - 1);
 }
 
+/* Steps rows_avx512 and rows_bf16 share; R is a constant at every call site, as there. */
+
+/* 16 keys' scores for R query rows: acc * scale + the additive mask, -inf for keys past the end */
+AVX512 static inline __attribute__((always_inline)) void store_scores(
+    const int R, const __m512 *acc, float *p, size_t padded, size_t j, const float *mask, int seq, __m512 scale_v)
+{
+    __m512 m = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), keys_from(j, seq), mask + j);
+    for (int r = 0; r < R; r++) _mm512_storeu_ps(p + (size_t)r * padded + j, _mm512_fmadd_ps(acc[r], scale_v, m));
+}
+
+/* a row of scores' largest, in every lane */
+AVX512 static inline __m512 row_max(const float *scores, size_t padded)
+{
+    __m512 top = _mm512_set1_ps(-INFINITY);
+    for (size_t j = 0; j < padded; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(scores + j));
+    return _mm512_set1_ps(_mm512_reduce_max_ps(top));
+}
+
+/* R rows of the context, each divided by its weights' sum */
+AVX512 static inline __attribute__((always_inline)) void store_context(
+    const int R, const int blocks, __m512 (*ctx)[4], const float *inverse, float *out, size_t out_stride)
+{
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < blocks; c++)
+            _mm512_storeu_ps(out + (size_t)r * out_stride + 16 * c, _mm512_mul_ps(ctx[r][c], _mm512_set1_ps(inverse[r])));
+}
+
 /* R query rows against all keys, then softmax and the context; R and the head size D are constants at every call
    site, so the context's accumulators stay in registers (with a run-time D they went to the stack: 3x slower). */
 AVX512 static inline __attribute__((always_inline)) void rows_avx512(
@@ -76,22 +103,18 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(
     const int d = D;
     const __m512 scale_v = _mm512_set1_ps(scale);
     for (size_t j = 0; j < padded; j += 16) {
-        __mmask16 valid = keys_from(j, seq);
         __m512 acc[ROWS];
         for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
         for (int t = 0; t < d; t++) {
             __m512 keys = _mm512_loadu_ps(kt + (size_t)t * padded + j);
             for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)r * d + t]), keys, acc[r]);
         }
-        __m512 m = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, mask + j);
-        for (int r = 0; r < R; r++) _mm512_storeu_ps(p + (size_t)r * padded + j, _mm512_fmadd_ps(acc[r], scale_v, m));
+        store_scores(R, acc, p, padded, j, mask, seq, scale_v);
     }
     float inverse[ROWS];
     for (int r = 0; r < R; r++) {
         float *pr = p + (size_t)r * padded;
-        __m512 top = _mm512_set1_ps(-INFINITY);
-        for (size_t j = 0; j < padded; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(pr + j));
-        __m512 top_all = _mm512_set1_ps(_mm512_reduce_max_ps(top)), sum = _mm512_setzero_ps();
+        __m512 top_all = row_max(pr, padded), sum = _mm512_setzero_ps();
         for (size_t j = 0; j < padded; j += 16) {
             __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pr + j), top_all));
             __mmask16 valid = keys_from(j, seq);
@@ -113,9 +136,7 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(
             for (int c = 0; c < blocks; c++) ctx[r][c] = _mm512_fmadd_ps(weight, values[c], ctx[r][c]);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < blocks; c++)
-            _mm512_storeu_ps(out + (size_t)r * out_stride + 16 * c, _mm512_mul_ps(ctx[r][c], _mm512_set1_ps(inverse[r])));
+    store_context(R, blocks, ctx, inverse, out, out_stride);
 }
 
 AVX512 static void head_avx512(const float *q, const float *k, const float *v, const float *mask, float *out,
@@ -166,22 +187,18 @@ BF16 static inline __attribute__((always_inline)) void rows_bf16(
             _mm512_storeu_si512(qp[r] + t / 2, (__m512i)pairs);
         }
     for (size_t j = 0; j < padded; j += 16) {
-        __mmask16 valid = keys_from(j, seq);
         __m512 acc[ROWS];
         for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
         for (int t = 0; t < D / 2; t++) {
             __m512bh keys = (__m512bh)_mm512_loadu_si512(kp + (size_t)t * padded + j);
             for (int r = 0; r < R; r++) acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32((int)qp[r][t]), keys);
         }
-        __m512 m = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, mask + j);
-        for (int r = 0; r < R; r++) _mm512_storeu_ps(p + (size_t)r * padded + j, _mm512_fmadd_ps(acc[r], scale_v, m));
+        store_scores(R, acc, p, padded, j, mask, seq, scale_v);
     }
     float inverse[ROWS];
     for (int r = 0; r < R; r++) {
         float *pr = p + (size_t)r * padded;
-        __m512 top = _mm512_set1_ps(-INFINITY);
-        for (size_t j = 0; j < padded; j += 16) top = _mm512_max_ps(top, _mm512_loadu_ps(pr + j));
-        __m512 top_all = _mm512_set1_ps(_mm512_reduce_max_ps(top)), sum = _mm512_setzero_ps();
+        __m512 top_all = row_max(pr, padded), sum = _mm512_setzero_ps();
         for (size_t j = 0; j < padded; j += 32) { /* padded is a multiple of 32 here */
             __m512 e[2];
             for (int h = 0; h < 2; h++) {
@@ -204,9 +221,7 @@ BF16 static inline __attribute__((always_inline)) void rows_bf16(
             for (int c = 0; c < blocks; c++) ctx[r][c] = _mm512_dpbf16_ps(ctx[r][c], weights, values[c]);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < blocks; c++)
-            _mm512_storeu_ps(out + (size_t)r * out_stride + 16 * c, _mm512_mul_ps(ctx[r][c], _mm512_set1_ps(inverse[r])));
+    store_context(R, blocks, ctx, inverse, out, out_stride);
 }
 
 /* K and V into the pair layouts above; rows past seq are zeros */
@@ -258,20 +273,6 @@ BF16 static void head_bf16(const float *q, const float *k, const float *v, const
 }
 
 #define AVX2 __attribute__((target("avx2,fma")))
-
-AVX2 static inline float sum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
-}
-
-AVX2 static inline float max8(__m256 v)
-{
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
-}
 
 /* rows_avx512 in 8 lanes (the padded key count is a multiple of 16, so of 8 too) */
 AVX2 static inline __attribute__((always_inline)) void rows_avx2(

@@ -64,6 +64,7 @@ static void row_portable(const sqb_rows_job_t *job, size_t row)
 
 #ifdef SQB_X86
 #define AVX512 __attribute__((target("avx512f,avx512bw")))
+#include "vector_math.h"
 
 AVX512 static void row_avx512(const sqb_rows_job_t *job, size_t row)
 {
@@ -109,13 +110,6 @@ AVX512 static void row_avx512(const sqb_rows_job_t *job, size_t row)
 
 #define AVX2 __attribute__((target("avx2,fma")))
 
-AVX2 static inline float sum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-
 AVX2 static void row_avx2(const sqb_rows_job_t *job, size_t row)
 {
     const int width = job->width;
@@ -147,14 +141,7 @@ AVX2 static void row_avx2(const sqb_rows_job_t *job, size_t row)
             high = _mm256_max_ps(high, v);
         }
     }
-    float lows[8], highs[8], lowest = 0.0f, highest = 0.0f;
-    _mm256_storeu_ps(lows, low);
-    _mm256_storeu_ps(highs, high);
-    for (int i = 0; i < 8; i++) {
-        lowest = lows[i] < lowest ? lows[i] : lowest;
-        highest = highs[i] > highest ? highs[i] : highest;
-    }
-    __m256 zero_point = _mm256_set1_ps(row_range(job, row, lowest, highest));
+    __m256 zero_point = _mm256_set1_ps(row_range(job, row, min8(low), max8(high))); /* both start at 0 */
     __m256 inverse = _mm256_set1_ps(1.0f / job->scale[row]);
     uint8_t *q = job->q + row * width;
     for (int i = 0; i < width; i += 8) {

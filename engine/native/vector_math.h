@@ -1,4 +1,5 @@
-/* Vector maths the kernels share (AVX-512F, AVX2): included by grouped_qgemm.c and attention.c. */
+/* Vector maths the kernels share (AVX-512F, AVX2): included by grouped_qgemm.c, attention.c and
+   quantize_rows.c. */
 #ifndef SQB_VECTOR_MATH_H
 #define SQB_VECTOR_MATH_H
 #include <immintrin.h>
@@ -36,6 +37,28 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp_nonpositive8(__m256
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+
+/* horizontal sum, max and min of 8 lanes */
+__attribute__((target("avx2"))) static inline float sum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+__attribute__((target("avx2"))) static inline float max8(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+__attribute__((target("avx2"))) static inline float min8(__m256 v)
+{
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_min_ss(m, _mm_movehdup_ps(m)));
 }
 
 #endif
