@@ -8,7 +8,8 @@ MatMul with a constant weight, which ONNX Runtime quantises to its int8 MatMul k
 slow path and has rejected signed weights), and it removes SqueezeBERT's NCW transposes. That is the fp32 graph.
 The int8 graph's encoder layers are engine.native's ops instead (NativeLayer: every projection one GroupedQGemm,
 attention one MaskedAttention, LayerNorms and activation quantisation QuantizeRows), for both architectures; ONNX
-Runtime's quantiser does the embeddings and the head. Parity against the original torch model is checked on every export and written to the manifest.
+Runtime's quantiser does the embeddings and the head. Parity against the original torch model is checked on every
+export and written to the manifest.
 """
 from __future__ import annotations
 
