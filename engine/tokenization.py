@@ -18,6 +18,8 @@ from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 
 def sanitize(text: str) -> str:
     """Replace lone surrogates (which the Rust tokenizer cannot take) one-for-one, so offsets stay valid."""
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -35,10 +37,15 @@ class TokenizedText:
     def __init__(self, encoding, with_offsets: bool = True):
         self._encoding = encoding
         self._with_offsets = with_offsets
-        self.ids = np.asarray(encoding.ids, dtype=np.int64).reshape(len(encoding.ids))  # int64 [n]
+        self.id_list: list[int] = encoding.ids
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.id_list)
+
+    @functools.cached_property
+    def ids(self) -> np.ndarray:
+        """int64 [n] (a text that fits one window never needs it: single_inputs reads id_list)"""
+        return np.asarray(self.id_list, dtype=np.int64).reshape(len(self))
 
     def _check_offsets(self) -> None:
         if not self._with_offsets:
@@ -133,12 +140,10 @@ class WordPieceTokenizer:
     def single_inputs(self, tokens: TokenizedText, max_length: int, stride: int) -> ModelInputs:
         """[CLS] window [SEP] rows covering every token, consecutive windows overlapping by `stride` tokens."""
         spans = windows(len(tokens), max_length - 2, stride)
-        # most texts fit one row: built in three numpy calls (just after a model run, with the caches cold, each
-        # costs tens of microseconds)
+        # most texts fit one row: built in three numpy calls from the encoding's list (just after a model run, with
+        # the caches cold, each numpy call costs microseconds)
         if len(spans) == 1:
-            ids = np.empty((1, len(tokens) + 2), np.int64)
-            ids[0, 0], ids[0, -1] = self.cls_id, self.sep_id
-            ids[0, 1:-1] = tokens.ids
+            ids = np.array([[self.cls_id, *tokens.id_list, self.sep_id]], np.int64)
             return ModelInputs(ids, np.ones_like(ids), np.zeros_like(ids), spans, [1])
         rows = [np.concatenate(([self.cls_id], tokens.ids[a:b], [self.sep_id])) for a, b in spans]
         return self._pad(rows, [np.zeros(len(r), np.int64) for r in rows], spans, [1] * len(rows))
