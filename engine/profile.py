@@ -7,6 +7,7 @@ this needs the `onnx` package (the build extra).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import tempfile
 from collections import defaultdict
@@ -34,20 +35,30 @@ def node_kind(op_type: str, inputs: list[str], constants: set[str]) -> str:
     return "other"
 
 
-def summarise(events: list[dict], kinds: dict[str, str], skip_runs: int = 0) -> dict:
+def summarise(events: list[dict], kinds: dict[str, str], skip_runs: int = 0, block: int = 0, settle: int = 0) -> dict:
     """Kernel milliseconds per run by kind and by op type, from a profile's events and each node's kind.
 
-    The first `skip_runs` calls (warm-up) are left out: a node's event counts if it starts after their end."""
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    if len(runs) <= skip_runs:
-        raise ValueError(f"the profile holds {len(runs)} runs, not more than the {skip_runs} to skip")
-    after = runs[skip_runs - 1][1] if skip_runs else float("-inf")
+    The first `skip_runs` calls (warm-up) are left out; after them, with `block`, the calls came in blocks of that
+    many and the first `settle` of each block are left out too. A node's event belongs to the call that began last
+    before it."""
+    runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+
+    def is_counted(k: int) -> bool:
+        return k >= skip_runs and (not block or (k - skip_runs) % block >= settle)
+
+    counted_runs = [k for k in range(len(runs)) if is_counted(k)]
+    if not counted_runs:
+        raise ValueError(f"the profile holds {len(runs)} runs, none of them counted (skip {skip_runs}, "
+                         f"blocks of {block} with {settle} to settle)")
     by_kind: dict[str, float] = defaultdict(float)
     by_op: dict[str, float] = defaultdict(float)
     nodes: dict[str, set] = defaultdict(set)
-    counted = len(runs) - skip_runs
+    counted = len(counted_runs)
     for event in events:
-        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time") or event["ts"] < after:
+        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time"):
+            continue
+        run = bisect.bisect_right(runs, event["ts"]) - 1
+        if run < 0 or not is_counted(run):
             continue
         node = event["name"][: -len("_kernel_time")]
         op = event["args"]["op_name"]
@@ -64,29 +75,45 @@ def summarise(events: list[dict], kinds: dict[str, str], skip_runs: int = 0) -> 
     }
 
 
-def profile_model(model_path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int, warmup: int = 10) -> dict:
-    """`warmup` calls then `runs` profiled ones; kernel time per run by kind and by op type."""
+# Calls per model in a row, and how many of them come first, uncounted: with the models taken in turn call by call,
+# each call met the previous session's threads and ran slower (MaskedAttention 1.13 ms a run against 0.46 alone).
+BLOCK, SETTLE = 10, 2
+
+
+def profile_models(models: dict[str, tuple[Path, dict[str, np.ndarray]]], runs: int, threads: int,
+                   warmup: int = 10) -> dict[str, dict]:
+    """Each model (name -> (model.onnx, feeds)): `warmup` calls, then `runs` counted ones, in blocks taken in
+    turn so that all models meet the same minutes of a noisy host (profiled one after the other, the same op read
+    0.54 ms in one model and 0.42 ms in the other). Kernel time per run by kind and by op type, per model."""
     import onnx
 
     from engine.session import inference_session, session_options
 
     with tempfile.TemporaryDirectory() as tmp:
-        options = session_options(threads)
-        options.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
-        inference_session(str(model_path), options)
-        graph = onnx.load(options.optimized_model_filepath).graph
-        constants = {t.name for t in graph.initializer}
-        kinds = {n.name: node_kind(n.op_type, list(n.input), constants) for n in graph.node}
+        sessions = {}
+        for i, (name, (model_path, feeds)) in enumerate(models.items()):
+            options = session_options(threads)
+            options.optimized_model_filepath = str(Path(tmp) / f"optimised-{i}.onnx")
+            inference_session(str(model_path), options)
+            graph = onnx.load(options.optimized_model_filepath).graph
+            constants = {t.name for t in graph.initializer}
+            kinds = {n.name: node_kind(n.op_type, list(n.input), constants) for n in graph.node}
 
-        options = session_options(threads)
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = inference_session(str(model_path), options)
-        feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
-        for _ in range(warmup + runs):
-            session.run(None, feeds)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    return summarise(events, kinds, skip_runs=warmup)
+            options = session_options(threads)
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / f"profile-{i}")
+            session = inference_session(str(model_path), options)
+            sessions[name] = session, {x.name: feeds[x.name] for x in session.get_inputs()}, kinds
+        for session, feeds, _ in sessions.values():
+            for _ in range(warmup):
+                session.run(None, feeds)
+        for first in range(0, runs, BLOCK - SETTLE):  # the last block may be shorter: `runs` counted in all
+            for session, feeds, _ in sessions.values():
+                for _ in range(SETTLE + min(BLOCK - SETTLE, runs - first)):
+                    session.run(None, feeds)
+        return {name: summarise(json.loads(Path(session.end_profiling()).read_text()), kinds, skip_runs=warmup,
+                                block=BLOCK, settle=SETTLE)
+                for name, (session, _, kinds) in sessions.items()}
 
 
 def model_paths(task: str, notes: list[str], encoder: str = "shipped") -> dict[str, Path]:
@@ -129,7 +156,7 @@ def profile_task(task: str, seq_len: int, runs: int, threads: int, encoder: str 
         tokenizer = WordPieceTokenizer(path / "tokenizer.json")
         tokens = tokenizer.tokenize(text_of_length(tokenizer, seq_len - 2))
         inputs = tokenizer.single_inputs(tokens, seq_len, 0)
-        feeds = {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
-                 "token_type_ids": inputs.token_type_ids}
-        models[name] = profile_model(path / "model.onnx", feeds, runs, threads)
+        models[name] = path / "model.onnx", {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
+                                             "token_type_ids": inputs.token_type_ids}
+    models = profile_models(models, runs, threads)
     return {"task": task, "seq_len": seq_len, "threads": threads, "encoder": encoder, "models": models, "notes": notes}

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.profile import node_kind, profile_model, summarise
+from engine.profile import node_kind, profile_models, summarise
 
 
 def test_node_kind_tells_weights_from_activations():
@@ -36,19 +36,29 @@ def test_summarise_leaves_out_warm_up_and_averages_per_run():
         summarise(events, {}, skip_runs=3)
 
 
-@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
-def test_profile_of_an_int8_bundle_accounts_for_its_kernels(tiny_bundles, architecture):
-    bundle = tiny_bundles[(architecture, "sentiment")]
+def test_summarise_leaves_out_the_first_calls_of_each_block():
+    """Blocks of 3 calls after one warm-up call, the first of each block (just after another model's) left out."""
+    events = []
+    for k, dur in enumerate([50, 40, 10, 10, 40, 10, 10]):
+        events += [event("model_run", 100 * k, dur + 2), event("mm", 100 * k + 1, dur, "MatMul")]
+    summary = summarise(events, {"mm": "projections"}, skip_runs=1, block=3, settle=1)
+    assert summary["runs"] == 4 and summary["by_kind_ms"]["projections"] == 0.01
+
+
+def test_profiles_of_int8_bundles_taken_in_turn_account_for_their_kernels(tiny_bundles):
     ids = np.array([[2, 7, 8, 9, 10, 11, 3]], dtype=np.int64)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    summary = profile_model(bundle / "model.onnx", feeds, runs=3, threads=1, warmup=2)
-    kinds = summary["by_kind_ms"]
-    assert summary["runs"] == 3
-    assert kinds["projections"] > 0 and kinds["attention"] > 0 and kinds["other"] > 0
-    assert sum(kinds.values()) == pytest.approx(summary["kernel_ms"], abs=0.002)
-    ops = {o["op"] for o in summary["by_op"]}
-    assert {"GroupedQGemm", "MaskedAttention"} <= ops  # the encoder's (engine.native)
-    assert ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}  # the head's
+    models = {arch: (tiny_bundles[(arch, "sentiment")] / "model.onnx", feeds) for arch in ("squeezebert", "bert")}
+    summaries = profile_models(models, runs=3, threads=1, warmup=2)
+    assert list(summaries) == ["squeezebert", "bert"]
+    for summary in summaries.values():  # each session's own events: its 3 runs, not the other's
+        kinds = summary["by_kind_ms"]
+        assert summary["runs"] == 3
+        assert kinds["projections"] > 0 and kinds["attention"] > 0 and kinds["other"] > 0
+        assert sum(kinds.values()) == pytest.approx(summary["kernel_ms"], abs=0.002)
+        ops = {o["op"] for o in summary["by_op"]}
+        assert {"GroupedQGemm", "MaskedAttention"} <= ops  # the encoder's (engine.native)
+        assert ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}  # the head's
 
 
 def test_profile_without_models_says_so(tmp_path, monkeypatch):
