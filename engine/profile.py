@@ -93,16 +93,14 @@ def profile_models(models: dict[str, tuple[Path, dict[str, np.ndarray]]], runs: 
         sessions = {}
         for i, (name, (model_path, feeds)) in enumerate(models.items()):
             options = session_options(threads)
+            # the graph as ONNX Runtime optimised it, which the profile's node names refer to: written by this session
             options.optimized_model_filepath = str(Path(tmp) / f"optimised-{i}.onnx")
-            inference_session(str(model_path), options)
-            graph = onnx.load(options.optimized_model_filepath).graph
-            constants = {t.name for t in graph.initializer}
-            kinds = {n.name: node_kind(n.op_type, list(n.input), constants) for n in graph.node}
-
-            options = session_options(threads)
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(tmp) / f"profile-{i}")
             session = inference_session(str(model_path), options)
+            graph = onnx.load(options.optimized_model_filepath).graph
+            constants = {t.name for t in graph.initializer}
+            kinds = {n.name: node_kind(n.op_type, list(n.input), constants) for n in graph.node}
             sessions[name] = session, {x.name: feeds[x.name] for x in session.get_inputs()}, kinds
         for session, feeds, _ in sessions.values():
             for _ in range(warmup):
@@ -145,7 +143,7 @@ def profile_task(task: str, seq_len: int, runs: int, threads: int, encoder: str 
     from engine.benchmark import text_of_length
     from engine.bundle import models_dir
     from engine.errors import BundleError
-    from engine.tokenization import WordPieceTokenizer
+    from engine.tokenization import shared_tokenizer
 
     notes: list[str] = []
     paths = model_paths(task, notes, encoder)
@@ -153,7 +151,7 @@ def profile_task(task: str, seq_len: int, runs: int, threads: int, encoder: str 
         raise BundleError(f"no {task} models to profile: no bundles in {models_dir()} and no torch to export any")
     models = {}
     for name, path in paths.items():
-        tokenizer = WordPieceTokenizer(path / "tokenizer.json")
+        tokenizer = shared_tokenizer(path / "tokenizer.json")
         tokens = tokenizer.tokenize(text_of_length(tokenizer, seq_len - 2))
         inputs = tokenizer.single_inputs(tokens, seq_len, 0)
         models[name] = path / "model.onnx", {"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
