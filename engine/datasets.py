@@ -9,6 +9,9 @@ from pathlib import Path
 
 from engine.errors import DataFormatError  # noqa: E402  (re-exported)
 
+# The project's training data: ../shared/data beside the repository (never committed).
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
 
 @dataclass(frozen=True)
 class SentimentExample:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
 
 def sanitize(text: str) -> str:
@@ -30,14 +30,12 @@ def sanitize(text: str) -> str:
 class TokenizedText:
     """Tokens of one text without special tokens; offsets are character offsets into that text.
 
-    Offsets and word ids are read from the encoding when first asked for: sentiment never needs them, and
-    converting them took a fifth of its tokenisation time. Tokens made without offsets (`with_offsets=False`)
-    have neither."""
+    Offsets and word ids are read from the encoding when first asked for. Tokens made without offsets
+    (`with_offsets=False`, all sentiment needs) have no encoding, only their ids."""
 
-    def __init__(self, encoding, with_offsets: bool = True):
+    def __init__(self, id_list: list[int], encoding=None):
+        self.id_list = id_list
         self._encoding = encoding
-        self._with_offsets = with_offsets
-        self.id_list: list[int] = encoding.ids
 
     def __len__(self) -> int:
         return len(self.id_list)
@@ -48,7 +46,7 @@ class TokenizedText:
         return np.asarray(self.id_list, dtype=np.int64).reshape(len(self))
 
     def _check_offsets(self) -> None:
-        if not self._with_offsets:
+        if self._encoding is None:
             raise ValueError("these tokens were made without offsets (tokenize(..., with_offsets=False))")
 
     @functools.cached_property
@@ -91,7 +89,9 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 # one go through the full tokenizer, so that the twin below never has to delete characters.
 _DELETED_ASCII = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # BERT's pre-tokeniser on ASCII: runs of letters and digits, and every other non-space character on its own.
-_BERT_WORDS_ASCII = Regex(r"[A-Za-z0-9]+|[^\sA-Za-z0-9]")
+_ASCII_WORD = r"[A-Za-z0-9]+|[^\sA-Za-z0-9]"
+_BERT_WORDS_ASCII = Regex(_ASCII_WORD)
+_ASCII_WORDS = re.compile(_ASCII_WORD)
 
 
 def ascii_twin(path: str | Path) -> Tokenizer | None:
@@ -117,22 +117,46 @@ class WordPieceTokenizer:
         # goes through the full tokenizer
         self._added = [t.content.lower() for t in self._tokenizer.get_added_tokens_decoder().values()]
         vocab = self._tokenizer.get_vocab()
+        self._whole_words = whole_words(self._tokenizer.model, vocab) if self._ascii is not None else None
         self.cls_id = vocab["[CLS]"]
         self.sep_id = vocab["[SEP]"]
         self.pad_id = vocab["[PAD]"]
 
     def tokenize(self, text: str, with_offsets: bool = True) -> TokenizedText:
-        """Without offsets (the ids alone, all sentiment needs), tokenizers' encode_batch_fast skips working out
-        where each token sits in the text: a fifth of the time. Plain ASCII text goes through the ASCII twin."""
+        """Plain ASCII text goes through the ASCII twin; without offsets (the ids alone, all sentiment needs), its
+        words are looked up in the vocabulary (`ascii_ids`), and other text goes through tokenizers'
+        encode_batch_fast, which skips working out where each token sits in the text (a fifth of the time)."""
         text = sanitize(text)
         tokenizer = self._tokenizer
         if self._ascii is not None and text.isascii() and not _DELETED_ASCII.search(text):
             folded = text.lower()
             if not any(token in folded for token in self._added):
                 tokenizer, text = self._ascii, folded if self._lowercase else text
+                if not with_offsets and self._whole_words is not None:
+                    return TokenizedText(self.ascii_ids(text))
         if not with_offsets:
-            return TokenizedText(tokenizer.encode_batch_fast([text], add_special_tokens=False)[0], with_offsets=False)
-        return TokenizedText(tokenizer.encode(text, add_special_tokens=False))
+            return TokenizedText(tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids)
+        encoding = tokenizer.encode(text, add_special_tokens=False)
+        return TokenizedText(encoding.ids, encoding)
+
+    def ascii_ids(self, text: str) -> list[int]:
+        """The twin's ids for `text` (ASCII, already folded as the twin takes it), most of them without it.
+
+        WordPiece first tries a word whole, so a word that is in the vocabulary is one token, its own id: after a
+        model run has pushed tokenizers' code and data out of the caches, looking those words up here took a third
+        of the time the twin took. The other words go through the twin's WordPiece one by one."""
+        words = _ASCII_WORDS.findall(text)
+        ids = list(map(self._whole_words.get, words))
+        if None not in ids:
+            return ids
+        wordpiece = self._ascii.model
+        out = []
+        for word, i in zip(words, ids):
+            if i is None:
+                out.extend(token.id for token in wordpiece.tokenize(word))
+            else:
+                out.append(i)
+        return out
 
     def tokenize_batch(self, texts: list[str]) -> list[TokenizedText]:
         return [self.tokenize(t) for t in texts]
@@ -140,11 +164,11 @@ class WordPieceTokenizer:
     def single_inputs(self, tokens: TokenizedText, max_length: int, stride: int) -> ModelInputs:
         """[CLS] window [SEP] rows covering every token, consecutive windows overlapping by `stride` tokens."""
         spans = windows(len(tokens), max_length - 2, stride)
-        # most texts fit one row: built in three numpy calls from the encoding's list (just after a model run, with
-        # the caches cold, each numpy call costs microseconds)
+        # most texts fit one row: built in one numpy call from the id list, its mask and token types shared (just
+        # after a model run, with the caches cold, each numpy call costs microseconds)
         if len(spans) == 1:
             ids = np.array([[self.cls_id, *tokens.id_list, self.sep_id]], np.int64)
-            return ModelInputs(ids, np.ones_like(ids), np.zeros_like(ids), spans, [1])
+            return ModelInputs(ids, constant_row(1, ids.shape[1]), constant_row(0, ids.shape[1]), spans, [1])
         rows = [np.concatenate(([self.cls_id], tokens.ids[a:b], [self.sep_id])) for a, b in spans]
         return self._pad(rows, [np.zeros(len(r), np.int64) for r in rows], spans, [1] * len(rows))
 
@@ -171,6 +195,22 @@ class WordPieceTokenizer:
             attention[i, : len(row)] = 1
             token_types[i, : len(tt)] = tt
         return ModelInputs(input_ids, attention, token_types, list(spans), list(text_offset))
+
+
+def whole_words(wordpiece: models.Model, vocab: dict[str, int]) -> dict[str, int] | None:
+    """Each vocabulary entry WordPiece gives as a whole word (see `WordPieceTokenizer.ascii_ids`), or None when
+    the model is not WordPiece."""
+    if not isinstance(wordpiece, models.WordPiece):
+        return None
+    return {word: i for word, i in vocab.items() if len(word) <= wordpiece.max_input_chars_per_word}
+
+
+@functools.lru_cache(maxsize=64)
+def constant_row(value: int, n: int) -> np.ndarray:
+    """int64 [1, n] of `value`, read-only: one text's attention mask (ones) or token types (zeros)."""
+    row = np.full((1, n), value, np.int64)
+    row.flags.writeable = False
+    return row
 
 
 _SHARED: dict[str, WordPieceTokenizer] = {}

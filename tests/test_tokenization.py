@@ -174,3 +174,57 @@ def test_a_tokenizer_other_than_berts_has_no_twin(tiny_tokenizer_dir, tmp_path):
     path.write_text(json.dumps(spec))
     assert ascii_twin(tiny_tokenizer_dir / "tokenizer.json") is not None and ascii_twin(path) is None
     assert_same_as_full(path, "The Tower, in PARIS!")
+
+
+def test_plain_ascii_ids_come_from_the_vocabulary(tiny_tokenizer_dir):
+    """Without offsets, plain ASCII words found in the vocabulary are looked up, and only the others go through
+    the twin's WordPiece: if the lookup were never taken, the equality tests above would not test it."""
+    tokenizer = WordPieceTokenizer(tiny_tokenizer_dir / "tokenizer.json")
+    wordpiece, asked = tokenizer._ascii.model, []
+
+    class Spy:
+        model = type("WordPieceSpy", (), {"tokenize": lambda self, w: asked.append(w) or wordpiece.tokenize(w)})()
+
+        def encode_batch_fast(self, *args, **kwargs):
+            raise AssertionError("the twin encoded a plain ASCII text")
+
+    tokenizer._ascii = Spy()
+    vocab = tokenizer._tokenizer.get_vocab()
+    assert "tower" in vocab and "unbelievable" not in vocab
+    ids = tokenizer.tokenize("The tower, unbelievable!", with_offsets=False).id_list
+    assert asked == ["unbelievable"]
+    assert ids[:3] == [vocab["the"], vocab["tower"], vocab[","]] and ids[-1] == vocab["!"]
+    assert len(ids) > 4  # "unbelievable" in pieces
+
+
+def test_the_shipped_tokenizer_reads_sst2_the_same_without_offsets():
+    """The vocabulary lookup against tokenizers itself on real sentences, with the shipped 30,522-word vocabulary."""
+    from tokenizers import Tokenizer
+
+    from engine.bundle import models_dir
+    from engine.datasets import DATA, read_sst2
+
+    path = models_dir() / "squeezebert-sentiment" / "tokenizer.json"
+    data = DATA / "sst2" / "validation.tsv"
+    if not (path.exists() and data.exists()):
+        pytest.skip("no shipped bundle or no ../shared/data")
+    full, tokenizer = Tokenizer.from_file(str(path)), WordPieceTokenizer(path)
+    texts = [example.text for example in read_sst2(data)]
+    texts += [text.title() for text in texts[:100]]  # cased words, not in the uncased vocabulary as typed
+    for text in texts:
+        assert tokenizer.tokenize(text, with_offsets=False).id_list == full.encode(text, add_special_tokens=False).ids
+
+
+def test_a_vocabulary_word_longer_than_wordpiece_reads_is_unknown(tiny_tokenizer_dir, tmp_path):
+    """WordPiece gives [UNK] for a word over max_input_chars_per_word even when the vocabulary holds it."""
+    import json
+
+    spec = json.loads((tiny_tokenizer_dir / "tokenizer.json").read_text())
+    long_word = "x" * (spec["model"]["max_input_chars_per_word"] + 1)
+    spec["model"]["vocab"][long_word] = len(spec["model"]["vocab"])
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spec))
+    tokenizer = WordPieceTokenizer(path)
+    unknown = tokenizer._tokenizer.token_to_id("[UNK]")
+    assert tokenizer.tokenize(f"the {long_word}", with_offsets=False).id_list[-1] == unknown
+    assert_same_as_full(path, f"the {long_word} tower")

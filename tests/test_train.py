@@ -5,7 +5,8 @@ import pytest
 import torch
 import transformers
 
-from engine.build.train import DATA, build_models, parse_args, run
+from engine.build.train import build_models, parse_args, run
+from engine.datasets import DATA
 
 pytestmark = pytest.mark.skipif(not (DATA / "sst2" / "train.tsv").is_file(), reason="../shared/data is not present")
 

@@ -38,7 +38,6 @@ from engine.decoding import best_spans, merge_span_candidates
 from engine.metrics import accuracy, entity_scores, squad_scores
 from engine.tokenization import WordPieceTokenizer
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 HEADS = {
     "sentiment": "ForSequenceClassification",
     "entities": "ForTokenClassification",
@@ -441,7 +440,7 @@ def parse_args(argv=None):
     p.add_argument("--teacher", help="fine-tuned BERT folder (distill-task)")
     p.add_argument("--student-init", help="SqueezeBERT to start from (distill-task): the distill-general encoder, "
                    "or a student of the same task to continue")
-    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--data", default=str(ds.DATA))
     p.add_argument("--groups", type=int, default=4)
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--max-steps", type=int, default=0)
