@@ -155,9 +155,11 @@ def cmd_benchmark(args) -> int:
         raise CliError(f"--seq-len takes numbers separated by commas, got {args.seq_len!r}") from None
     if not seq_lens or any(not 8 <= s <= 512 for s in seq_lens):
         raise CliError("--seq-len values must be between 8 and 512")
+    if args.threads is not None and args.threads < 1:
+        raise CliError("--threads must be at least 1")
     check_encoder(args.encoder)
     report = add_efficiency(run_benchmark(args.task, seq_lens, args.runs, progress=lambda line: print(line, file=sys.stderr),
-                                        encoder=args.encoder))
+                                        encoder=args.encoder, threads=args.threads))
     for line in benchmark_summary(report):
         print(line, file=sys.stderr if args.json else sys.stdout)
     if args.chart:
@@ -259,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last line of stdout: the results as JSON")
     p.add_argument("--chart", help="also draw latency against sequence length into this PNG")
     p.add_argument("--encoder", choices=list(ENCODER_SIZES), default="shipped", help=ENCODER_HELP)
+    p.add_argument("--threads", type=int, help="threads for every contender (default: the physical cores); on a host "
+                   "whose second core comes and goes, one thread shows the models' ratio without its stalls")
     p.set_defaults(run=cmd_benchmark)
 
     p = sub.add_parser("profile", help="ONNX Runtime's profiler: kernel time in projections, attention and the rest")

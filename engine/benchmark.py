@@ -1,7 +1,7 @@
 """Latency of SqueezeBERT against BERT, int8 and fp32 in ONNX Runtime and fp32 in a transformers pipeline.
 
-Every contender gets the same input text, tokenised to exactly `seq_len` tokens, batch 1, threads = physical cores,
-after warm-up; contenders are interleaved run by run so that machine noise falls on all of them alike, and each
+Every contender gets the same input text, tokenised to exactly `seq_len` tokens, batch 1, threads = physical cores
+(or as asked), after warm-up; contenders are interleaved run by run so that machine noise falls on all of them alike, and each
 timed call follows SETTLE_MS of untimed calls of the same contender so that none pays for the threads of the one
 before. Rows that need torch (fp32 exports, the transformers reference) are skipped with a note when it is not
 installed.
@@ -164,8 +164,8 @@ SETTLE_MS = 20
 
 
 def run_benchmark(task: str, seq_lens: list[int], runs: int, warmup: int = 5, progress=print,
-                  encoder: str = "shipped") -> dict:
-    threads = physical_cores()
+                  encoder: str = "shipped", threads: int | None = None) -> dict:
+    threads = threads or physical_cores()
     notes: list[str] = []
     results = []
     for seq_len in seq_lens:

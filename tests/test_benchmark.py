@@ -95,3 +95,17 @@ def test_one_lengths_contenders_are_released_before_the_next_lengths_are_built(m
     report = engine.benchmark.run_benchmark("sentiment", [16, 32, 64], runs=1, warmup=0, progress=lambda line: None)
     assert [r["seq_len"] for r in report["results"]] == [16, 32, 64]
     assert alive_at_build == [0, 0, 0]
+
+
+def test_threads_asked_for_reach_every_contender(monkeypatch):
+    asked = []
+
+    def build(task, seq_len, threads, *args):
+        asked.append(threads)
+        return [Contender("squeezebert", "fp32", "transformers", lambda: None, "fake")]
+
+    monkeypatch.setattr(engine.benchmark, "build_contenders", build)
+    report = engine.benchmark.run_benchmark("sentiment", [16, 32], runs=1, warmup=0, progress=lambda line: None, threads=1)
+    assert asked == [1, 1] and report["threads"] == 1
+    report = engine.benchmark.run_benchmark("sentiment", [16], runs=1, warmup=0, progress=lambda line: None)
+    assert asked[-1] == report["threads"] == engine.benchmark.physical_cores()

@@ -95,6 +95,11 @@ def test_benchmark_json_rows_and_chart(models_dir, tmp_path):
     assert image.width() > 400 and len({image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}) > 5
 
 
+def test_benchmark_refuses_fewer_than_one_thread(tmp_path):
+    done = run("benchmark", "--threads", "0", models=tmp_path)
+    assert done.returncode == 2 and "--threads must be at least 1" in done.stderr
+
+
 def test_profile_splits_kernel_time_for_every_model(models_dir):
     done = run("profile", "--seq-len", "16", "--runs", "2", "--json", models=models_dir)
     assert done.returncode == 0, done.stderr[-2000:]
