@@ -1,10 +1,10 @@
 """Latency of SqueezeBERT against BERT, int8 and fp32 in ONNX Runtime and fp32 in a transformers pipeline.
 
 Every contender gets the same input text, tokenised to exactly `seq_len` tokens, batch 1, threads = physical cores
-(or as asked), after warm-up; contenders are interleaved run by run so that machine noise falls on all of them alike, and each
-timed call follows SETTLE_MS of untimed calls of the same contender so that none pays for the threads of the one
-before. Rows that need torch (fp32 exports, the transformers reference) are skipped with a note when it is not
-installed.
+(or as asked), after warm-up; contenders are interleaved run by run so that machine noise falls on all of them
+alike, and each timed call follows SETTLE_MS of untimed calls of the same contender so that none pays for the
+threads of the one before. Rows that need torch (fp32 exports, the transformers reference) are skipped with a
+note when it is not installed.
 """
 from __future__ import annotations
 
