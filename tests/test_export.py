@@ -201,3 +201,77 @@ def test_keep_fp32_leaves_the_ffn_output_projections_unquantised(tmp_path, tiny_
             assert any(name.startswith(f"layers.{i}.{projection}") for name in int8_weights), (i, projection)
     assert f"kept fp32: ffn-output ({layers} MatMuls)" in manifest["onnx"]["onnxruntime_quantization"]
     assert manifest["parity"]["int8"]["argmax_agreement"] > 0.9
+
+
+def quantised_native_export(folder, tokenizer_dir, architecture, task):
+    """A tiny checkpoint's int8 graph as ORT's quantiser leaves it, before its embeddings are fused."""
+    from engine.build.export import export_onnx, load_checkpoint, quantize_int8
+
+    model = load_checkpoint(make_checkpoint(folder / "ckpt", architecture, task, tokenizer_dir))
+    native_graph, int8 = folder / "native.onnx", folder / "int8.onnx"
+    assert export_onnx(model, native_graph, native_int8=True)
+    quantize_int8(native_graph, int8)
+    return int8
+
+
+@pytest.mark.parametrize("architecture, task", [("squeezebert", "qa"), ("bert", "sentiment")])
+def test_fused_embeddings_give_the_replaced_graphs_outputs_bit_for_bit(tmp_path, tiny_tokenizer_dir, monkeypatch,
+                                                                      architecture, task):
+    import onnx
+
+    from engine import native
+    from engine.build.export import sample_batch
+    from engine.build.fuse import fuse_embeddings
+
+    path = quantised_native_export(tmp_path, tiny_tokenizer_dir, architecture, task)
+    original, model = onnx.load(str(path)), onnx.load(str(path))
+    assert fuse_embeddings(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count(native.EMBEDDINGS_OP) == 1 and "DequantizeLinear" not in ops and "Range" not in ops
+    assert len(ops) <= len(original.graph.node) - 20
+    assert not fuse_embeddings(model)  # nothing left to fuse
+    # the op's own outputs too (the embeddings' sum and the mask), which the first quantisation would mostly hide
+    embedded = next(n for n in model.graph.node if n.op_type == native.EMBEDDINGS_OP).output
+    for m in (original, model):
+        m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in embedded)
+    path, fused = tmp_path / "original.onnx", tmp_path / "fused.onnx"
+    onnx.save(original, str(path))
+    onnx.save(model, str(fused))
+    vocab = model.graph.initializer[[t.name for t in model.graph.initializer].index("word_quantized")].dims[0]
+    ids, mask, types = (t.numpy() for t in sample_batch(vocab, seed=5, batch=3, seq=40))
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    for code_path in ("portable", native.kernel_path()):  # plain C, and this CPU's vector path
+        monkeypatch.setenv("SQB_NATIVE_PATH", code_path)
+        want, got = OnnxSession(path).run(feeds), OnnxSession(fused).run(feeds)
+        assert set(embedded) <= want.keys() == got.keys()
+        assert all(np.array_equal(want[k], got[k]) for k in want), code_path
+
+
+def test_fused_embeddings_refuse_a_token_id_outside_the_vocabulary(tiny_bundles):
+    import onnx
+
+    from engine.errors import InferenceError
+
+    path = tiny_bundles[("squeezebert", "sentiment")] / "model.onnx"
+    assert "Embeddings" in {n.op_type for n in onnx.load(str(path)).graph.node}  # build_bundle fuses
+    session = OnnxSession(path)
+    ones = np.ones((1, 3), np.int64)
+    with pytest.raises(InferenceError, match="outside the vocabulary"):
+        session.run({"input_ids": np.array([[1, 10**6, 2]]), "attention_mask": ones, "token_type_ids": 0 * ones})
+    with pytest.raises(InferenceError, match="outside the token type table"):
+        session.run({"input_ids": ones, "attention_mask": ones, "token_type_ids": 2 * ones})
+
+
+def test_bundles_exported_before_the_op_are_fused_in_place(tmp_path, tiny_tokenizer_dir, tiny_bundles):
+    import shutil
+
+    from engine.build.fuse import fuse_bundle
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_bundles[("bert", "entities")], folder)
+    shutil.copyfile(quantised_native_export(tmp_path, tiny_tokenizer_dir, "bert", "entities"), folder / "model.onnx")
+    assert fuse_bundle(folder)
+    load_bundle(folder, "entities")  # checks the model's sha256 against the manifest
+    assert json.loads((folder / "manifest.json").read_text())["onnx"]["onnxruntime_quantization"].endswith(
+        "; embeddings and mask in Embeddings")
+    assert not fuse_bundle(folder)

@@ -8,7 +8,8 @@ MatMul with a constant weight, which ONNX Runtime quantises to its int8 MatMul k
 slow path and has rejected signed weights), and it removes SqueezeBERT's NCW transposes. That is the fp32 graph.
 The int8 graph's encoder layers are engine.native's ops instead (NativeLayer: every projection one GroupedQGemm,
 attention one MaskedAttention, LayerNorms and activation quantisation QuantizeRows), for both architectures; ONNX
-Runtime's quantiser does the embeddings and the head. Parity against the original torch model is checked on every
+Runtime's quantiser does the embeddings and the head, and the quantised embeddings then become one Embeddings op
+(engine.build.fuse). Parity against the original torch model is checked on every
 export and written to the manifest.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from engine import native
+from engine.build import fuse
 from engine.bundle import sha256_of
 
 TASK_OF_HEAD = {
@@ -578,6 +580,10 @@ def build_bundle(
             if not keep_fp32 and export_onnx(model, grouped, native_int8=True):
                 to_quantize = grouped
             quantization = quantize_int8(to_quantize, final, keep_fp32)
+            quantized = onnx.load(str(final))
+            if fuse.fuse_embeddings(quantized):
+                onnx.save(quantized, str(final))
+                quantization += f"; {fuse.SCHEME}"
             parity_report["int8"] = parity(model, final)
         staging = Path(tmp) / "bundle"
         staging.mkdir()

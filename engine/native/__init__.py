@@ -2,8 +2,9 @@
 
 GroupedQGemm (grouped_qgemm.c) runs SqueezeBERT's grouped projections and both models' dense ones, MaskedAttention
 (attention.c) a layer's attention, QuantizeRows (quantize_rows.c) the LayerNorms and the quantisation of each
-projection's input; ort_ops.c connects them to ONNX Runtime. Every int8 bundle calls them (domain
-below); every session registers this library when it is built (engine.session). Build it with
+projection's input, Embeddings (embeddings.c) the encoder's input and its additive mask; ort_ops.c connects them to
+ONNX Runtime. Every int8 bundle calls them (domain below); every session registers this library when it is built
+(engine.session). Build it with
 `python -m engine.native` (scripts/setup.sh does): it needs only a C compiler, no ONNX Runtime headers (ort_abi.h
 declares the few entry points it uses).
 """
@@ -19,9 +20,10 @@ DOMAIN = "squeezebert.desktop"
 OP = "GroupedQGemm"
 ATTENTION_OP = "MaskedAttention"
 QUANTIZE_OP = "QuantizeRows"
+EMBEDDINGS_OP = "Embeddings"
 HERE = Path(__file__).resolve().parent
-SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "quantize_rows.c", "kernels.h",
-                                         "vector_math.h", "ort_abi.h"))
+SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "quantize_rows.c",
+                                         "embeddings.c", "kernels.h", "vector_math.h", "ort_abi.h"))
 SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
 LIBRARY = HERE / f"libsqueezebert_kernels{SUFFIX}"
 

@@ -1,4 +1,5 @@
-/* The kernels' entry points (grouped_qgemm.c, attention.c), for the ONNX Runtime side (ort_ops.c). */
+/* The kernels' entry points (grouped_qgemm.c, attention.c, quantize_rows.c, embeddings.c), for the ONNX Runtime
+   side (ort_ops.c). */
 #ifndef SQB_KERNELS_H
 #define SQB_KERNELS_H
 #include <stddef.h>
@@ -55,5 +56,21 @@ void sqb_rows_task(void *job, size_t index); /* rows [index * SQB_ROWS_PER_TASK,
 void sqb_attention_head(int path, const float *q, const float *k, const float *v, const float *mask, float *out,
                         size_t out_stride, int seq, int head_size, float scale, float *work);
 size_t sqb_attention_work_floats(int seq, int head_size);
+
+/* One Embeddings call (embeddings.c): ids, token types and mask [tokens] (batch x seq, row-major); the uint8 tables
+   [rows, width] with their zero points and scales. Every id and type must be in its table (ort_ops.c checks). */
+typedef struct {
+    const int64_t *ids, *types, *mask;
+    const uint8_t *word, *position, *token_type;
+    int word_zero_point, position_zero_point, type_zero_point;
+    float word_scale, position_scale, type_scale;
+    size_t tokens;
+    int seq, width;
+    int path;
+    float *out, *additive_mask; /* [tokens, width], [tokens] */
+} sqb_embeddings_job_t;
+
+#define SQB_TOKENS_PER_TASK 16
+void sqb_embeddings_task(void *job, size_t index); /* tokens [index * SQB_TOKENS_PER_TASK, +SQB_TOKENS_PER_TASK) */
 
 #endif

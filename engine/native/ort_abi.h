@@ -45,7 +45,7 @@ enum ort_slot {
 };
 
 enum { ORT_FAIL_CODE = 1, ORT_INVALID_ARGUMENT_CODE = 2, ORT_RUNTIME_EXCEPTION_CODE = 6 };
-enum { ELEM_FLOAT = 1, ELEM_UINT8 = 2, ELEM_INT8 = 3, ELEM_INT32 = 6 };
+enum { ELEM_FLOAT = 1, ELEM_UINT8 = 2, ELEM_INT8 = 3, ELEM_INT32 = 6, ELEM_INT64 = 7 };
 enum { REQUIRED = 0, OPTIONAL = 1 }; /* OrtCustomOpInputOutputCharacteristic */
 
 /* OrtCustomOp: a version word and 25 callbacks, in ORT's order. */

@@ -1,4 +1,4 @@
-/* The ONNX Runtime side of the three ops in the domain "squeezebert.desktop": their schemas, reading inputs, running
+/* The ONNX Runtime side of the four ops in the domain "squeezebert.desktop": their schemas, reading inputs, running
    the kernels on ORT's thread pool, and registration (RegisterCustomOps, called by ORT when a session loads this
    library).
 
@@ -18,7 +18,7 @@
    y[m, g*N + n] = a_scale[m] * b_scale[g*N + n] * (sum_k A[m, g*K + k] * B_g[k, n] - a_zp[m] * colsum[g*N + n]) + bias
    (then GELU, then + residual), for output n / (N / splits) at column g*N/splits + n % (N / splits).
 
-   MaskedAttention and QuantizeRows: below.
+   MaskedAttention, QuantizeRows and Embeddings: below.
 */
 #include "kernels.h"
 #include "ort_abi.h"
@@ -379,6 +379,98 @@ static const OrtCustomOp quantize_rows = {
     create_rows, compute_rows, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs, release_pairs,
 };
 
+/* ------------------------------------------------------------------------------------------ Embeddings */
+/* Inputs: 0 input_ids, 1 token_type_ids, 2 attention_mask int64 [batch, seq]; then three uint8 tables [rows, width],
+   word (3), position (6) and token type (9), each followed by its scale (float) and zero point (uint8), one per
+   table. Outputs: 0 the embeddings' sum float [batch, seq, width] (the first QuantizeRows applies their LayerNorm),
+   1 the additive mask float [batch, 1, 1, seq] for MaskedAttention. The thirty-odd ORT nodes it replaces cost every
+   session, SqueezeBERT's and BERT's alike, 0.13-0.15 ms at seq 128. */
+static const int EMBEDDINGS_INPUT_TYPES[12] = {ELEM_INT64, ELEM_INT64, ELEM_INT64, ELEM_UINT8, ELEM_FLOAT, ELEM_UINT8,
+                                               ELEM_UINT8, ELEM_FLOAT, ELEM_UINT8, ELEM_UINT8, ELEM_FLOAT, ELEM_UINT8};
+
+/* every value of `t` in [0, rows) */
+static int all_below(const tensor_t *t, int64_t rows)
+{
+    const int64_t *v = (const int64_t *)t->data;
+    for (int64_t i = 0; i < t->count; i++)
+        if (v[i] < 0 || v[i] >= rows) return 0;
+    return 1;
+}
+
+static OrtStatus *compute_embeddings(void *state, OrtKernelContext *ctx)
+{
+    tensor_t in[12];
+    OrtStatus *status;
+    for (size_t i = 0; i < 12; i++)
+        if ((status = read_input(ctx, i, EMBEDDINGS_INPUT_TYPES[i], &in[i]))) return status;
+    const tensor_t *ids = &in[0], *word = &in[3], *position = &in[6], *type = &in[9];
+    for (int i = 1; i < 3; i++)
+        if (ids->rank != 2 || in[i].rank != 2 || memcmp(in[i].dims, ids->dims, sizeof(int64_t) * 2) != 0)
+            return error("Embeddings: input_ids, token_type_ids and attention_mask must be [batch, seq] alike");
+    for (int i = 3; i < 12; i += 3)
+        if (in[i].rank != 2 || in[i].dims[1] != word->dims[1] || in[i + 1].count != 1 || in[i + 2].count != 1)
+            return error("Embeddings: the tables must be [rows, width] alike, each with one scale and zero point");
+    if (ids->dims[1] > position->dims[0]) return error("Embeddings: the sequence is longer than the position table");
+    if (!all_below(ids, word->dims[0])) return error("Embeddings: a token id is outside the vocabulary");
+    if (!all_below(&in[1], type->dims[0])) return error("Embeddings: a token type is outside the token type table");
+
+    sqb_embeddings_job_t job;
+    job.ids = (const int64_t *)ids->data;
+    job.types = (const int64_t *)in[1].data;
+    job.mask = (const int64_t *)in[2].data;
+    job.word = (const uint8_t *)word->data;
+    job.position = (const uint8_t *)position->data;
+    job.token_type = (const uint8_t *)type->data;
+    job.word_scale = *(const float *)in[4].data;
+    job.word_zero_point = *(const uint8_t *)in[5].data;
+    job.position_scale = *(const float *)in[7].data;
+    job.position_zero_point = *(const uint8_t *)in[8].data;
+    job.type_scale = *(const float *)in[10].data;
+    job.type_zero_point = *(const uint8_t *)in[11].data;
+    job.tokens = (size_t)ids->count;
+    job.seq = (int)ids->dims[1];
+    job.width = (int)word->dims[1];
+    job.path = *(const int *)state;
+    int64_t out_dims[3] = {ids->dims[0], ids->dims[1], word->dims[1]};
+    int64_t mask_dims[4] = {ids->dims[0], 1, 1, ids->dims[1]};
+    OrtValue *out_value, *mask_value;
+    if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 0, out_dims, 3, &out_value))) return status;
+    if ((status = ORT(GetTensorMutableData, mutable_data_fn)(out_value, (void **)&job.out))) return status;
+    if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 1, mask_dims, 4, &mask_value))) return status;
+    if ((status = ORT(GetTensorMutableData, mutable_data_fn)(mask_value, (void **)&job.additive_mask))) return status;
+    size_t tasks = (job.tokens + SQB_TOKENS_PER_TASK - 1) / SQB_TOKENS_PER_TASK;
+    if (tasks == 0) return NULL;
+    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, sqb_embeddings_task, tasks, tasks, &job);
+}
+
+static OrtStatus *create_embeddings(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
+{
+    (void)op;
+    (void)ort;
+    (void)info;
+    int *path = (int *)malloc(sizeof *path); /* the kernel's one piece of state: its code path */
+    if (!path) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "Embeddings: out of memory");
+    *path = sqb_best_path();
+    *out = path;
+    return NULL;
+}
+
+static const char *embeddings_name(const OrtCustomOp *op) { (void)op; return "Embeddings"; }
+static int embeddings_input_type(const OrtCustomOp *op, size_t i)
+{
+    (void)op;
+    return i < 12 ? EMBEDDINGS_INPUT_TYPES[i] : 0;
+}
+static size_t twelve(const OrtCustomOp *op) { (void)op; return 12; }
+static size_t two(const OrtCustomOp *op) { (void)op; return 2; }
+
+static const OrtCustomOp embeddings = {
+    SQB_ORT_API_VERSION, NULL, embeddings_name, op_provider, embeddings_input_type, twelve, float_type,
+    two, NULL, destroy_kernel, required_io, required_io, default_memory, one, one, one, one,
+    create_embeddings, compute_embeddings, NULL, since_version, until_version, no_pairs, release_pairs, no_pairs,
+    release_pairs,
+};
+
 /* The two slots checked before the table is trusted: ones with a result known without a session. */
 static const char *abi_mismatch(void)
 {
@@ -404,6 +496,7 @@ __attribute__((visibility("default"))) OrtStatus *RegisterCustomOps(OrtSessionOp
     if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &grouped_qgemm);
     if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &masked_attention);
     if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &quantize_rows);
+    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &embeddings);
     if (!status) status = ORT(AddCustomOpDomain, add_domain_fn)(options, domain);
     return status;
 }
