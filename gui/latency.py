@@ -8,6 +8,7 @@ from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
 
 from gui.style import MODEL_COLORS, MODEL_NAMES
+from gui.units import ms
 
 
 def percentile(values, q: float) -> float:
@@ -107,9 +108,9 @@ class LatencyReadout(QWidget):
         layout.addWidget(self.card, 0, 2, 2, 1)
 
     def show_timing(self, model: str, timing) -> None:
-        self.total.setText(f"{timing.total_ms:.1f} ms")
+        self.total.setText(f"{ms(timing.total_ms)} ms")
         self.split.setText(
-            f"tokenize {timing.tokenize_ms:.1f} · model {timing.inference_ms:.1f} · post {timing.postprocess_ms:.1f} ms"
+            f"tokenize {ms(timing.tokenize_ms)} · model {ms(timing.inference_ms)} · post {ms(timing.postprocess_ms)} ms"
         )
         self.show_stats(model, timing.n_tokens)
 
@@ -120,7 +121,7 @@ class LatencyReadout(QWidget):
             self.stats.setText(f"p50 — · p95 —{tokens}")
         else:
             n = len(self.history.values(model))
-            self.stats.setText(f"p50 {p50:.1f} · p95 {p95:.1f} ms (last {n}){tokens}")
+            self.stats.setText(f"p50 {ms(p50)} · p95 {ms(p95)} ms (last {n}){tokens}")
 
     def show_model(self, summary) -> None:
         if summary is None:

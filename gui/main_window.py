@@ -22,6 +22,7 @@ from gui.tabs.compare import CompareTab
 from gui.tabs.entities import EntitiesTab
 from gui.tabs.qa import QATab
 from gui.tabs.sentiment import SentimentTab
+from gui.units import ms
 from gui.worker import EngineThread, Request
 
 MODEL_COUNT = len(TASKS) * len(MODEL_NAMES)  # one bundle per (task, model)
@@ -180,7 +181,7 @@ class MainWindow(QMainWindow):
         if self.tabs.currentWidget() is self._tab_of(request) and request.model == self.model:
             self.readout.show_timing(request.model, result.timing)
             self.statusBar().showMessage(
-                f"{MODEL_LABELS[request.model]} {request.task}: {result.timing.total_ms:.1f} ms", 4000
+                f"{MODEL_LABELS[request.model]} {request.task}: {ms(result.timing.total_ms)} ms", 4000
             )
 
     @Slot(object, str)

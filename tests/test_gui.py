@@ -288,6 +288,14 @@ def test_small_pure_helpers():
     assert history.values("bert") == [2, 3, 4] and history.p50("squeezebert") is None
     assert speedup_text(10.0, 27.0).startswith("SqueezeBERT 2.7x faster")
     assert "slower" in speedup_text(20.0, 10.0)
+    assert speedup_text(0.41, 0.83) == "SqueezeBERT 2.0x faster  (0.41 ms vs 0.83 ms)"
+
+
+def test_durations_under_a_millisecond_keep_two_decimals():
+    """Tokenising a sentence takes a few hundredths of a millisecond: one decimal would show it as 0.0."""
+    from gui.units import ms
+
+    assert [ms(v) for v in (0.034, 0.4, 0.999, 1.0, 12.345)] == ["0.03", "0.40", "1.00", "1.0", "12.3"]
 
 
 def test_open_file_and_copy_json(qtbot, window, tmp_path):
@@ -310,9 +318,11 @@ def test_open_file_and_copy_json(qtbot, window, tmp_path):
 
 
 def test_readout_never_shows_the_other_models_time(qtbot, window):
+    from gui.units import ms
+
     tab = run_compare(qtbot, window)
     shown = window.readout.total.text()
-    squeeze_ms = f"{tab.results['squeezebert'].timing.total_ms:.1f} ms"
+    squeeze_ms = f"{ms(tab.results['squeezebert'].timing.total_ms)} ms"
     assert window.toggle.model == "squeezebert" and shown == squeeze_ms
 
 

@@ -7,6 +7,7 @@ from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QLine
 from engine.samples import load_samples
 from gui.style import ENTITY_NAMES, MODEL_COLORS, MODEL_LABELS, MODEL_NAMES
 from gui.tabs.base import AnalysisTab
+from gui.units import ms
 
 TASK_TITLES = {"sentiment": "Sentiment", "entities": "Entities", "qa": "Q&A"}
 
@@ -27,8 +28,8 @@ def speedup_text(squeeze_ms: float, bert_ms: float) -> str:
         return ""
     ratio = bert_ms / squeeze_ms
     if ratio >= 1:
-        return f"SqueezeBERT {ratio:.1f}x faster  ({squeeze_ms:.1f} ms vs {bert_ms:.1f} ms)"
-    return f"SqueezeBERT {1 / ratio:.1f}x slower  ({squeeze_ms:.1f} ms vs {bert_ms:.1f} ms)"
+        return f"SqueezeBERT {ratio:.1f}x faster  ({ms(squeeze_ms)} ms vs {ms(bert_ms)} ms)"
+    return f"SqueezeBERT {1 / ratio:.1f}x slower  ({ms(squeeze_ms)} ms vs {ms(bert_ms)} ms)"
 
 
 class CompareTab(AnalysisTab):
@@ -119,7 +120,8 @@ class CompareTab(AnalysisTab):
         self.clear_message()
         t = result.timing
         self.timings[model].setText(
-            f"<b>{t.total_ms:.1f} ms</b> (tokenize {t.tokenize_ms:.1f} · model {t.inference_ms:.1f} · post {t.postprocess_ms:.1f}) · {result.model.precision}"
+            f"<b>{ms(t.total_ms)} ms</b> (tokenize {ms(t.tokenize_ms)} · model {ms(t.inference_ms)} · "
+            f"post {ms(t.postprocess_ms)}) · {result.model.precision}"
         )
         self.panes[model].setText(describe(result))
         if all(m in self.results for m in MODEL_NAMES):

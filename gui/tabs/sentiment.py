@@ -5,10 +5,11 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QProgressBar
 
 from gui.style import MODEL_LABELS
 from gui.tabs.base import SingleTextTab
+from gui.units import ms
 
 
 def model_line(result) -> str:
-    return f"{MODEL_LABELS.get(result.model.architecture, result.model.architecture)} {result.model.precision} · {result.timing.total_ms:.1f} ms · {result.timing.n_tokens} tokens"
+    return f"{MODEL_LABELS.get(result.model.architecture, result.model.architecture)} {result.model.precision} · {ms(result.timing.total_ms)} ms · {result.timing.n_tokens} tokens"
 
 
 class SentimentTab(SingleTextTab):
