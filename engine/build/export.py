@@ -9,8 +9,8 @@ slow path and has rejected signed weights), and it removes SqueezeBERT's NCW tra
 The int8 graph's encoder layers are engine.native's ops instead (NativeLayer: every projection one GroupedQGemm,
 attention one MaskedAttention, LayerNorms and activation quantisation QuantizeRows), for both architectures; ONNX
 Runtime's quantiser does the embeddings and the head, and the quantised embeddings then become one Embeddings op
-(engine.build.fuse). Parity against the original torch model is checked on every
-export and written to the manifest.
+(engine.build.fuse). Parity against the original torch model is checked on every export and written to the
+manifest.
 """
 from __future__ import annotations
 
