@@ -87,6 +87,24 @@ static OrtStatus *read_input(OrtKernelContext *ctx, size_t index, int element_ty
     return ORT(GetTensorMutableData, mutable_data_fn)((OrtValue *)t->value, &t->data);
 }
 
+/* Output `index`, shaped `dims`, and where its data goes; `missing` is the error when the graph left it out. */
+static OrtStatus *output_data(OrtKernelContext *ctx, size_t index, const int64_t *dims, size_t rank,
+                              const char *missing, void **data)
+{
+    OrtValue *value = NULL;
+    OrtStatus *status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, index, dims, rank, &value);
+    if (status) return status;
+    if (!value) return error(missing);
+    return ORT(GetTensorMutableData, mutable_data_fn)(value, data);
+}
+
+/* `fn` over `items` in tasks of `per_task` on ORT's thread pool */
+static OrtStatus *run_tasks(OrtKernelContext *ctx, void (*fn)(void *, size_t), size_t items, size_t per_task, void *job)
+{
+    size_t tasks = (items + per_task - 1) / per_task;
+    return tasks ? ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, fn, tasks, tasks, job) : NULL;
+}
+
 static OrtStatus *compute(void *state, OrtKernelContext *ctx)
 {
     const kernel_t *kernel = (const kernel_t *)state;
@@ -146,12 +164,10 @@ static OrtStatus *compute(void *state, OrtKernelContext *ctx)
             return error("GroupedQGemm: a residual needs one token-major output of its shape");
         job.residual = (const float *)in[7].data;
     }
-    for (int o = 0; o < job.splits; o++) {
-        OrtValue *out_value;
-        if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, o, out_dims, out_rank, &out_value))) return status;
-        if (!out_value) return error("GroupedQGemm: fewer outputs than splits");
-        if ((status = ORT(GetTensorMutableData, mutable_data_fn)(out_value, (void **)&job.out[o]))) return status;
-    }
+    for (int o = 0; o < job.splits; o++)
+        if ((status = output_data(ctx, o, out_dims, out_rank, "GroupedQGemm: fewer outputs than splits",
+                                  (void **)&job.out[o])))
+            return status;
     if (rows == 0) return NULL;
 
     job.a = (const uint8_t *)a->data;
@@ -162,8 +178,7 @@ static OrtStatus *compute(void *state, OrtKernelContext *ctx)
     job.b_scale = (const float *)in[4].data;
     job.colsum = (const int32_t *)in[5].data;
     job.bias = (const float *)in[6].data;
-    size_t tiles = sqb_gemm_tiles(&job);
-    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, sqb_gemm_tile, tiles, tiles, &job);
+    return run_tasks(ctx, sqb_gemm_tile, sqb_gemm_tiles(&job), 1, &job);
 }
 
 static OrtStatus *create_kernel(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
@@ -281,15 +296,13 @@ static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
                            (const float *)in[3].data, NULL, (int)q->dims[1], (int)q->dims[2], (int)q->dims[3],
                            kernel->path, kernel->attribute, NULL, 0};
     int64_t out_dims[3] = {q->dims[0], q->dims[2], q->dims[1] * q->dims[3]};
-    OrtValue *out_value;
-    if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 0, out_dims, 3, &out_value))) return status;
-    if ((status = ORT(GetTensorMutableData, mutable_data_fn)(out_value, (void **)&job.out))) return status;
+    if ((status = output_data(ctx, 0, out_dims, 3, "MaskedAttention: no output", (void **)&job.out))) return status;
     size_t heads = (size_t)q->dims[0] * job.heads;
     if (heads == 0 || job.seq == 0) return NULL;
     job.work_floats = sqb_attention_work_floats(job.seq, job.d);
     job.work = (float *)malloc(sizeof(float) * job.work_floats * heads);
     if (!job.work) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "MaskedAttention: out of memory");
-    status = ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, run_head, heads, heads, &job);
+    status = run_tasks(ctx, run_head, heads, 1, &job);
     free(job.work);
     return status;
 }
@@ -342,21 +355,18 @@ static OrtStatus *compute_rows(void *state, OrtKernelContext *ctx)
     int64_t row_dims[MAX_RANK];
     memcpy(row_dims, x.dims, sizeof(int64_t) * x.rank);
     row_dims[x.rank - 1] = 1;
-    OrtValue *outputs[4] = {NULL, NULL, NULL, NULL};
     void *data[4] = {NULL, NULL, NULL, NULL};
     for (size_t o = 0; o < (job.gamma ? 4u : 3u); o++) {
         const int64_t *dims = o == 1 || o == 2 ? row_dims : x.dims;
-        if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, o, dims, x.rank, &outputs[o]))) return status;
-        if (!outputs[o]) return error("QuantizeRows: a LayerNorm needs its output (the fourth)");
-        if ((status = ORT(GetTensorMutableData, mutable_data_fn)(outputs[o], &data[o]))) return status;
+        if ((status = output_data(ctx, o, dims, x.rank, "QuantizeRows: a LayerNorm needs its output (the fourth)",
+                                  &data[o])))
+            return status;
     }
     job.q = (uint8_t *)data[0];
     job.scale = (float *)data[1];
     job.zero_point = (uint8_t *)data[2];
     job.y = (float *)data[3];
-    size_t tasks = (job.rows + SQB_ROWS_PER_TASK - 1) / SQB_ROWS_PER_TASK;
-    if (tasks == 0) return NULL;
-    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, sqb_rows_task, tasks, tasks, &job);
+    return run_tasks(ctx, sqb_rows_task, job.rows, SQB_ROWS_PER_TASK, &job);
 }
 
 static OrtStatus *create_rows(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
@@ -433,14 +443,10 @@ static OrtStatus *compute_embeddings(void *state, OrtKernelContext *ctx)
     job.path = *(const int *)state;
     int64_t out_dims[3] = {ids->dims[0], ids->dims[1], word->dims[1]};
     int64_t mask_dims[4] = {ids->dims[0], 1, 1, ids->dims[1]};
-    OrtValue *out_value, *mask_value;
-    if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 0, out_dims, 3, &out_value))) return status;
-    if ((status = ORT(GetTensorMutableData, mutable_data_fn)(out_value, (void **)&job.out))) return status;
-    if ((status = ORT(KernelContext_GetOutput, get_output_fn)(ctx, 1, mask_dims, 4, &mask_value))) return status;
-    if ((status = ORT(GetTensorMutableData, mutable_data_fn)(mask_value, (void **)&job.additive_mask))) return status;
-    size_t tasks = (job.tokens + SQB_TOKENS_PER_TASK - 1) / SQB_TOKENS_PER_TASK;
-    if (tasks == 0) return NULL;
-    return ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, sqb_embeddings_task, tasks, tasks, &job);
+    if ((status = output_data(ctx, 0, out_dims, 3, "Embeddings: no output", (void **)&job.out)) ||
+        (status = output_data(ctx, 1, mask_dims, 4, "Embeddings: no mask output", (void **)&job.additive_mask)))
+        return status;
+    return run_tasks(ctx, sqb_embeddings_task, job.tokens, SQB_TOKENS_PER_TASK, &job);
 }
 
 static OrtStatus *create_embeddings(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
