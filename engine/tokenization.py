@@ -72,9 +72,16 @@ class ModelInputs:
     spans: list[tuple[int, int]]  # per row: the [start, end) range of the text's tokens it holds
     text_offset: list[int]  # per row: the column where those tokens start
 
+    # One row is exactly its tokens (single_inputs and _pad give it no padding), so its width answers both below
+    # without a numpy reduction over its mask: just after a model run one took 56 us, reading the width 7.
+
     @property
     def n_tokens(self) -> int:
-        return int(self.attention_mask.sum())
+        return self.input_ids.shape[1] if len(self.spans) == 1 else int(self.attention_mask.sum())
+
+    def columns(self, rows: slice) -> int:
+        """The columns `rows` need: their longest row's tokens (the rest is padding)."""
+        return self.input_ids.shape[1] if len(self.spans) == 1 else int(self.attention_mask[rows].sum(1).max())
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
