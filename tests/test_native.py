@@ -173,6 +173,24 @@ def test_attention_matches_reference(batch, heads, seq, head_size, code_path):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+
+@pytest.mark.parametrize("queries", [1, 3])
+def test_attention_for_the_first_query_rows_equals_those_rows_of_the_whole(queries, code_path):
+    """Q with fewer rows than K and V: the first tokens' context alone, bit for bit what the whole op gives them
+    (engine.build.fuse runs a classifier's last layer on [CLS] alone on the strength of it)."""
+    batch, heads, seq, head_size = 2, 4, 45, 32
+    rng = np.random.default_rng(queries)
+    q, k, v = (rng.standard_normal((batch, heads, seq, head_size)).astype(np.float32) * 2 for _ in range(3))
+    mask = np.zeros((batch, 1, 1, seq), np.float32)
+    mask[1, ..., 30:] = -10000.0
+    session = ort.InferenceSession(attention_model(0.125), session_options(2), providers=["CPUExecutionProvider"])
+    whole = session.run(None, {"Q": q, "K": k, "V": v, "M": mask})[0]
+    first = session.run(None, {"Q": np.ascontiguousarray(q[:, :, :queries]), "K": k, "V": v, "M": mask})[0]
+    assert first.shape == (batch, queries, heads * head_size)
+    np.testing.assert_array_equal(first, whole[:, :queries])
+    with pytest.raises(Exception, match="fewer rows"):
+        session.run(None, {"Q": np.concatenate([q, q], axis=2), "K": k, "V": v, "M": mask})
+
 def rows_model(layer_norm: bool, epsilon=1e-12, normalised_output=True):
     inputs = ["X", "gamma", "beta"] if layer_norm else ["X"]
     outputs = ["q", "scale", "zero"] + (["Y"] if layer_norm and normalised_output else [])

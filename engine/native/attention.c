@@ -32,12 +32,12 @@ static void transpose_keys(const float *k, float *kt, int seq, int d, size_t pad
 }
 
 static void head_portable(const float *q, const float *k, const float *v, const float *mask, float *out,
-                          size_t out_stride, int seq, int d, float scale, float *work)
+                          size_t out_stride, int queries, int seq, int d, float scale, float *work)
 {
     size_t padded = (size_t)(seq + 15) / 16 * 16;
     float *kt = work, *p = work + padded * d;
     transpose_keys(k, kt, seq, d, padded);
-    for (int i = 0; i < seq; i++) {
+    for (int i = 0; i < queries; i++) {
         for (int j = 0; j < seq; j++) p[j] = 0.0f;
         for (int t = 0; t < d; t++) {
             float qt = q[(size_t)i * d + t] * scale;
@@ -147,14 +147,14 @@ AVX512 static inline __attribute__((always_inline)) void rows_avx512(
 }
 
 AVX512 static void head_avx512(const float *q, const float *k, const float *v, const float *mask, float *out,
-                               size_t out_stride, int seq, int d, float scale, float *work)
+                               size_t out_stride, int queries, int seq, int d, float scale, float *work)
 {
     size_t padded = (size_t)(seq + 15) / 16 * 16;
     float *kt = work, *p = work + padded * d;
     transpose_keys(k, kt, seq, d, padded);
     const int step = d <= 32 ? 8 : 4;
-    for (int i = 0; i < seq;) {
-        int rows = seq - i >= step ? step : 1;
+    for (int i = 0; i < queries;) {
+        int rows = queries - i >= step ? step : 1;
         const float *qi = q + (size_t)i * d;
         float *oi = out + (size_t)i * out_stride;
 #define HEAD_SIZES(R)                                                                              \
@@ -279,15 +279,15 @@ BF16 static void pair_keys_and_values(const float *k, const float *v, uint32_t *
 }
 
 BF16 static void head_bf16(const float *q, const float *k, const float *v, const float *mask, float *out,
-                           size_t out_stride, int seq, int d, float scale, float *work)
+                           size_t out_stride, int queries, int seq, int d, float scale, float *work)
 {
     size_t padded = (size_t)(seq + 31) / 32 * 32;
     uint32_t *kp = (uint32_t *)work, *vp = kp + padded * d / 2, *pp = vp + padded * d / 2;
     float *p = (float *)(pp + ROWS * padded / 2);
     pair_keys_and_values(k, v, kp, vp, seq, d, padded);
     const int step = d <= 32 ? 8 : 4;
-    for (int i = 0; i < seq;) {
-        int rows = seq - i >= step ? step : 1;
+    for (int i = 0; i < queries;) {
+        int rows = queries - i >= step ? step : 1;
         const float *qi = q + (size_t)i * d;
         float *oi = out + (size_t)i * out_stride;
 #define HEAD_SIZES_BF16(R)                                                                                \
@@ -357,14 +357,14 @@ AVX2 static inline __attribute__((always_inline)) void rows_avx2(
 }
 
 AVX2 static void head_avx2(const float *q, const float *k, const float *v, const float *mask, float *out,
-                           size_t out_stride, int seq, int d, float scale, float *work)
+                           size_t out_stride, int queries, int seq, int d, float scale, float *work)
 {
     size_t padded = (size_t)(seq + 15) / 16 * 16;
     float *kt = work, *p = work + padded * d;
     transpose_keys(k, kt, seq, d, padded);
     const int step = d <= 32 ? 2 : 1; /* the context's accumulators: rows x d/8 of 16 registers */
-    for (int i = 0; i < seq;) {
-        int rows = seq - i >= step ? step : 1;
+    for (int i = 0; i < queries;) {
+        int rows = queries - i >= step ? step : 1;
         const float *qi = q + (size_t)i * d;
         float *oi = out + (size_t)i * out_stride;
 #define HEAD_SIZES_AVX2(R)                                                                       \
@@ -382,21 +382,21 @@ AVX2 static void head_avx2(const float *q, const float *k, const float *v, const
 #endif
 
 void sqb_attention_head(int path, const float *q, const float *k, const float *v, const float *mask, float *out,
-                        size_t out_stride, int seq, int head_size, float scale, float *work)
+                        size_t out_stride, int queries, int seq, int head_size, float scale, float *work)
 {
 #ifdef SQB_X86
     if (path == SQB_PATH_AVX512_BF16 && (head_size == 32 || head_size == 64)) {
-        head_bf16(q, k, v, mask, out, out_stride, seq, head_size, scale, work);
+        head_bf16(q, k, v, mask, out, out_stride, queries, seq, head_size, scale, work);
         return;
     }
     if (path >= SQB_PATH_AVX512_VNNI && head_size % 16 == 0 && head_size <= 64) {
-        head_avx512(q, k, v, mask, out, out_stride, seq, head_size, scale, work);
+        head_avx512(q, k, v, mask, out, out_stride, queries, seq, head_size, scale, work);
         return;
     }
     if (path == SQB_PATH_AVX2 && head_size % 16 == 0 && head_size <= 64) {
-        head_avx2(q, k, v, mask, out, out_stride, seq, head_size, scale, work);
+        head_avx2(q, k, v, mask, out, out_stride, queries, seq, head_size, scale, work);
         return;
     }
 #endif
-    head_portable(q, k, v, mask, out, out_stride, seq, head_size, scale, work);
+    head_portable(q, k, v, mask, out, out_stride, queries, seq, head_size, scale, work);
 }

@@ -51,10 +51,10 @@ typedef struct {
 #define SQB_ROWS_PER_TASK 8
 void sqb_rows_task(void *job, size_t index); /* rows [index * SQB_ROWS_PER_TASK, +SQB_ROWS_PER_TASK) */
 
-/* One head: softmax(q k^T * scale + mask) v for q, k, v [seq, head_size] and an additive mask [seq], into
-   out[i * out_stride + c]. `work` holds sqb_attention_work_floats(seq, head_size) floats. */
+/* One head: softmax(q k^T * scale + mask) v for q [queries, head_size], k, v [seq, head_size] and an additive mask
+   [seq], into out[i * out_stride + c]. `work` holds sqb_attention_work_floats(seq, head_size) floats. */
 void sqb_attention_head(int path, const float *q, const float *k, const float *v, const float *mask, float *out,
-                        size_t out_stride, int seq, int head_size, float scale, float *work);
+                        size_t out_stride, int queries, int seq, int head_size, float scale, float *work);
 size_t sqb_attention_work_floats(int seq, int head_size);
 
 /* One Embeddings call (embeddings.c): ids, token types and mask [tokens] (batch x seq, row-major); the uint8 tables

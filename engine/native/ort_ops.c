@@ -257,13 +257,15 @@ static OrtStatus *create_float_kernel(const OrtKernelInfo *info, const char *nam
 
 /* ------------------------------------------------------------------------------------------ MaskedAttention */
 /* Inputs: 0 Q, 1 K, 2 V float [batch, heads, seq, d] (GroupedQGemm's head-major outputs), 3 an additive mask with
-   batch * seq values (0 for a token, a large negative number for padding). Attribute scale (1/sqrt(d)).
-   Output: the context, token-major [batch, seq, heads * d]. One task per batch item and head. */
+   batch * seq values (0 for a token, a large negative number for padding). Q may have fewer rows than K and V,
+   [batch, heads, queries, d]: the first `queries` tokens' context alone (a classifier's last layer, which only its
+   [CLS] row reaches: engine.build.fuse). Attribute scale (1/sqrt(d)).
+   Output: the context, token-major [batch, queries, heads * d]. One task per batch item and head. */
 
 typedef struct {
     const float *q, *k, *v, *mask;
     float *out;
-    int heads, seq, d, path;
+    int heads, queries, seq, d, path;
     float scale;
     float *work;       /* one scratch area per task */
     size_t work_floats;
@@ -273,10 +275,11 @@ static void run_head(void *data, size_t index)
 {
     const attention_job_t *job = (const attention_job_t *)data;
     size_t batch = index / job->heads, head = index % job->heads;
-    size_t head_elements = (size_t)job->seq * job->d, offset = index * head_elements;
-    sqb_attention_head(job->path, job->q + offset, job->k + offset, job->v + offset, job->mask + batch * job->seq,
-                       job->out + batch * head_elements * job->heads + head * job->d, (size_t)job->heads * job->d,
-                       job->seq, job->d, job->scale, job->work + index * job->work_floats);
+    size_t key_elements = (size_t)job->seq * job->d, query_elements = (size_t)job->queries * job->d;
+    sqb_attention_head(job->path, job->q + index * query_elements, job->k + index * key_elements,
+                       job->v + index * key_elements, job->mask + batch * job->seq,
+                       job->out + batch * query_elements * job->heads + head * job->d, (size_t)job->heads * job->d,
+                       job->queries, job->seq, job->d, job->scale, job->work + index * job->work_floats);
 }
 
 static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
@@ -286,19 +289,20 @@ static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
     OrtStatus *status;
     for (size_t i = 0; i < 4; i++)
         if ((status = read_input(ctx, i, ELEM_FLOAT, &in[i]))) return status;
-    const tensor_t *q = &in[0];
-    if (q->rank != 4) return error("MaskedAttention: Q, K and V must be [batch, heads, seq, head size]");
-    for (int i = 1; i < 3; i++)
-        if (in[i].rank != 4 || memcmp(in[i].dims, q->dims, sizeof(int64_t) * 4) != 0)
-            return error("MaskedAttention: K and V must have Q's shape");
-    if (in[3].count != q->dims[0] * q->dims[2]) return error("MaskedAttention: the mask needs batch * seq values");
-    attention_job_t job = {(const float *)q->data, (const float *)in[1].data, (const float *)in[2].data,
-                           (const float *)in[3].data, NULL, (int)q->dims[1], (int)q->dims[2], (int)q->dims[3],
-                           kernel->path, kernel->attribute, NULL, 0};
+    const tensor_t *q = &in[0], *k = &in[1];
+    if (q->rank != 4 || k->rank != 4) return error("MaskedAttention: Q, K and V must be [batch, heads, seq, head size]");
+    if (in[2].rank != 4 || memcmp(in[2].dims, k->dims, sizeof(int64_t) * 4) != 0)
+        return error("MaskedAttention: V must have K's shape");
+    if (q->dims[0] != k->dims[0] || q->dims[1] != k->dims[1] || q->dims[3] != k->dims[3] || q->dims[2] > k->dims[2])
+        return error("MaskedAttention: Q must have K's shape, or fewer rows");
+    if (in[3].count != k->dims[0] * k->dims[2]) return error("MaskedAttention: the mask needs batch * seq values");
+    attention_job_t job = {(const float *)q->data, (const float *)k->data, (const float *)in[2].data,
+                           (const float *)in[3].data, NULL, (int)q->dims[1], (int)q->dims[2], (int)k->dims[2],
+                           (int)q->dims[3], kernel->path, kernel->attribute, NULL, 0};
     int64_t out_dims[3] = {q->dims[0], q->dims[2], q->dims[1] * q->dims[3]};
     if ((status = output_data(ctx, 0, out_dims, 3, "MaskedAttention: no output", (void **)&job.out))) return status;
     size_t heads = (size_t)q->dims[0] * job.heads;
-    if (heads == 0 || job.seq == 0) return NULL;
+    if (heads == 0 || job.queries == 0) return NULL;
     job.work_floats = sqb_attention_work_floats(job.seq, job.d);
     job.work = (float *)malloc(sizeof(float) * job.work_floats * heads);
     if (!job.work) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "MaskedAttention: out of memory");
