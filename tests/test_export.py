@@ -247,6 +247,54 @@ def test_fused_embeddings_give_the_replaced_graphs_outputs_bit_for_bit(tmp_path,
         assert all(np.array_equal(want[k], got[k]) for k in want), code_path
 
 
+
+@pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
+def test_a_sentence_classifiers_last_layer_on_cls_alone_gives_the_same_logits_bit_for_bit(
+        tmp_path, tiny_tokenizer_dir, monkeypatch, architecture):
+    import onnx
+
+    from engine import native
+    from engine.build.export import sample_batch
+    from engine.build.fuse import first_row_only, fuse_embeddings
+
+    path = quantised_native_export(tmp_path, tiny_tokenizer_dir, architecture, "sentiment")
+    whole = onnx.load(str(path))
+    assert fuse_embeddings(whole)
+    pruned = onnx.load_from_string(whole.SerializeToString())
+    assert first_row_only(pruned)
+    assert not first_row_only(pruned)  # rewritten once only
+    nodes = list(pruned.graph.node)
+    last = [n for n in nodes if n.op_type == native.ATTENTION_OP][-1]
+    producer = {name: n for n in nodes for name in n.output}
+    assert producer[last.input[0]].op_type == "Slice"  # the query: [CLS]'s row
+    after = nodes[nodes.index(last) + 1:]
+    gemms = [n for n in after if n.op_type == native.OP]
+    assert len(gemms) == 3 and producer[gemms[0].input[7]].op_type == "Slice"  # attn_out's skip connection
+    paths = {"whole": tmp_path / "whole.onnx", "pruned": tmp_path / "pruned.onnx"}
+    onnx.save(whole, str(paths["whole"]))
+    onnx.save(pruned, str(paths["pruned"]))
+    vocab = next(t for t in whole.graph.initializer if t.name == "word_quantized").dims[0]
+    for seed, (batch, seq) in enumerate([(3, 40), (1, 1), (2, 64)]):  # padding in every batch of several rows
+        ids, mask, types = (t.numpy() for t in sample_batch(vocab, seed=seed, batch=batch, seq=seq))
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        for code_path in ("portable", native.kernel_path()):
+            monkeypatch.setenv("SQB_NATIVE_PATH", code_path)
+            want, got = (OnnxSession(paths[k]).run(feeds)["logits"] for k in ("whole", "pruned"))
+            assert want.shape == (batch, 2)
+            np.testing.assert_array_equal(got, want, err_msg=f"{code_path} batch {batch} seq {seq}")
+
+
+@pytest.mark.parametrize("task", ["entities", "qa"])
+def test_token_heads_keep_every_row_of_the_last_layer(tmp_path, tiny_tokenizer_dir, task):
+    import onnx
+
+    from engine.build.fuse import first_row_only
+
+    model = onnx.load(str(quantised_native_export(tmp_path, tiny_tokenizer_dir, "squeezebert", task)))
+    before = model.SerializeToString()
+    assert not first_row_only(model)
+    assert model.SerializeToString() == before
+
 def test_fused_embeddings_refuse_a_token_id_outside_the_vocabulary(tiny_bundles):
     import onnx
 

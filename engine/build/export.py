@@ -8,8 +8,8 @@ MatMul with a constant weight, which ONNX Runtime quantises to its int8 MatMul k
 slow path and has rejected signed weights), and it removes SqueezeBERT's NCW transposes. That is the fp32 graph.
 The int8 graph's encoder layers are engine.native's ops instead (NativeLayer: every projection one GroupedQGemm,
 attention one MaskedAttention, LayerNorms and activation quantisation QuantizeRows), for both architectures; ONNX
-Runtime's quantiser does the embeddings and the head, and the quantised embeddings then become one Embeddings op
-(engine.build.fuse). Parity against the original torch model is checked on every export and written to the
+Runtime's quantiser does the embeddings and the head; then the quantised embeddings become one Embeddings op and a
+sentence classifier's last layer runs on [CLS] alone after its keys and values (engine.build.fuse). Parity against the original torch model is checked on every export and written to the
 manifest.
 """
 from __future__ import annotations
@@ -581,9 +581,10 @@ def build_bundle(
                 to_quantize = grouped
             quantization = quantize_int8(to_quantize, final, keep_fp32)
             quantized = onnx.load(str(final))
-            if fuse.fuse_embeddings(quantized):
+            rewrites = fuse.rewrite(quantized)
+            if rewrites:
                 onnx.save(quantized, str(final))
-                quantization += f"; {fuse.SCHEME}"
+                quantization += "".join(f"; {scheme}" for scheme in rewrites)
             parity_report["int8"] = parity(model, final)
         staging = Path(tmp) / "bundle"
         staging.mkdir()
