@@ -9,7 +9,9 @@ import numpy as np
 
 from engine.bundle import Bundle, load_bundle, resolve
 from engine.errors import Cancelled, InputError
-from engine.decoding import best_spans, decode_iob, group_words, merge_span_candidates, merge_window_logits, softmax
+from engine.decoding import (best_spans, decode_iob, group_words, merge_span_candidates, merge_window_logits, softmax,
+                             softmax_row)
+
 from engine.results import Answer, EntitiesResult, Entity, ModelInfo, QAResult, SentimentResult, Timing
 from engine.session import OnnxSession
 from engine.tokenization import ModelInputs, shared_tokenizer
@@ -99,7 +101,7 @@ class SentimentPipeline(Pipeline):
         logits = self._run(inputs, cancel)["logits"]
         clock.mark()
         # one window needs no mean, and plain floats from here on: each numpy call just after a run is slow
-        probs = softmax(logits[0] if len(logits) == 1 else logits.mean(0)).tolist()
+        probs = softmax_row((logits[0] if len(logits) == 1 else logits.mean(0)).tolist())
         best = max(range(len(probs)), key=probs.__getitem__)
         scores = dict(zip(self.bundle.labels, probs))
         clock.mark()
