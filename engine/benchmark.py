@@ -48,6 +48,7 @@ class Contender:
     runtime: str  # onnxruntime | transformers
     call: Callable[[], object]
     source: str
+    last_layer_rows: int | None = None  # 1: the last layer on [CLS] alone after its keys and values; None: every row
 
 
 def text_of_length(tokenizer, n_tokens: int) -> str:
@@ -58,14 +59,20 @@ def text_of_length(tokenizer, n_tokens: int) -> str:
     return words[:end]
 
 
-def macs_per_sequence(config: dict, seq: int) -> int:
-    """Multiply-accumulates of the encoder for one sequence (embeddings are lookups; heads are negligible)."""
+def macs_per_sequence(config: dict, seq: int, last_layer_rows: int | None = None) -> int:
+    """Multiply-accumulates of the encoder for one sequence (embeddings are lookups; heads are negligible).
+
+    `last_layer_rows`: how many rows (queries) the last layer takes on from its attention scores, when a sentence
+    head reads [CLS] alone and the graph skips the rest (engine.build.fuse); every row by default."""
     h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     g = {k: config.get(k, 1) for k in PAPER_GROUPS}
-    per_layer = seq * h * h * (1 / g["q_groups"] + 1 / g["k_groups"] + 1 / g["v_groups"] + 1 / g["post_attention_groups"])
-    per_layer += seq * h * i * (1 / g["intermediate_groups"] + 1 / g["output_groups"])
-    per_layer += 2 * seq * seq * h  # QK^T and attention x V
-    return int(layers * per_layer)
+
+    def layer(rows: int) -> float:
+        macs = seq * h * h * (1 / g["q_groups"] + 1 / g["k_groups"] + 1 / g["v_groups"])  # Q, K and V of every row
+        macs += 2 * rows * seq * h  # QK^T and attention x V
+        return macs + rows * (h * h / g["post_attention_groups"] + h * i * (1 / g["intermediate_groups"] + 1 / g["output_groups"]))
+
+    return int((layers - 1) * layer(seq) + layer(seq if last_layer_rows is None else last_layer_rows))
 
 
 def measured_peak_gflops(threads: int) -> dict[str, float | None]:
@@ -138,7 +145,8 @@ def build_contenders(task: str, seq_len: int, threads: int, notes: list[str], en
         else:
             text = text_of_length(pipeline.tokenizer, seq_len - 2)
             call = (lambda p=pipeline, t=text: p(t))
-        contenders.append(Contender(architecture, precision, "onnxruntime", call, source))
+        contenders.append(Contender(architecture, precision, "onnxruntime", call, source,
+                                    1 if pipeline.bundle.last_layer_on_cls_only else None))
         if precision == "fp32" and have_torch:
             torch_pipeline = reference.transformers_pipeline(task, path, threads)
             if task == "qa":
@@ -206,6 +214,8 @@ def time_contenders(task: str, seq_len: int, runs: int, warmup: int, threads: in
             "p50_ms": round(statistics.median(ms), 3), "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3),
             "source": c.source,
         })
+        if c.last_layer_rows is not None:
+            results[-1]["last_layer_rows"] = c.last_layer_rows
         if token_share[id(c)]:
             results[-1]["tokenize_fraction"] = round(statistics.median(token_share[id(c)]), 3)
         progress(f"{task} seq {seq_len:4d} {c.model:12s} {c.precision} {c.runtime:12s} p50 {results[-1]['p50_ms']:8.2f} ms")
@@ -233,13 +243,13 @@ def cpu_name(cpuinfo: str | None = None) -> str:
 
 
 def add_efficiency(report: dict) -> dict:
-    """MACs per sequence for each architecture and the achieved fraction of the GEMM peak of the row's precision."""
+    """MACs per sequence each row computes and the achieved fraction of the GEMM peak of the row's precision."""
     bert = ENCODERS[report["encoder"]]
     configs = {"bert": bert, "squeezebert": {**bert, **PAPER_GROUPS}}
     peaks = measured_peak_gflops(report["threads"])
     report["peak_gemm_gflops"] = {k: round(v, 1) if v else None for k, v in peaks.items()}
     for row in report["results"]:
-        macs = macs_per_sequence(configs[row["model"]], row["seq_len"])
+        macs = macs_per_sequence(configs[row["model"]], row["seq_len"], row.get("last_layer_rows"))
         row["macs"] = macs
         achieved = 2 * macs / (row["p50_ms"] / 1000) / 1e9
         row["achieved_gflops"] = round(achieved, 1)

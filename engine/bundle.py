@@ -23,6 +23,9 @@ def assets_dir() -> Path:
 
 
 MODELS_DIR_ENV = "SQUEEZEBERT_MODELS_DIR"
+# How a manifest names engine.build.fuse's rewrite that runs a sentence head's last layer on [CLS] alone after its
+# keys and values (the benchmark counts the multiply-adds a bundle does by it).
+CLS_ONLY_SCHEME = "the last layer on [CLS] alone after its keys and values"
 
 
 def models_dir() -> Path:
@@ -71,6 +74,10 @@ class Bundle:
     @property
     def size_bytes(self) -> int:
         return sum(int(f["bytes"]) for f in self.manifest["files"].values())
+
+    @property
+    def last_layer_on_cls_only(self) -> bool:
+        return CLS_ONLY_SCHEME in self.manifest.get("onnx", {}).get("onnxruntime_quantization", "")
 
     @property
     def display_name(self) -> str:

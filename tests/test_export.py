@@ -284,6 +284,11 @@ def test_a_sentence_classifiers_last_layer_on_cls_alone_gives_the_same_logits_bi
             np.testing.assert_array_equal(got, want, err_msg=f"{code_path} batch {batch} seq {seq}")
 
 
+
+def test_exports_record_which_bundles_run_the_last_layer_on_cls_alone(tiny_bundles):
+    for (architecture, task), folder in tiny_bundles.items():  # build_bundle applies the rewrite where it fits
+        assert load_bundle(folder, task).last_layer_on_cls_only == (task == "sentiment"), (architecture, task)
+
 @pytest.mark.parametrize("task", ["entities", "qa"])
 def test_token_heads_keep_every_row_of_the_last_layer(tmp_path, tiny_tokenizer_dir, task):
     import onnx

@@ -25,7 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from engine import native
-from engine.bundle import sha256_of
+from engine.bundle import CLS_ONLY_SCHEME, sha256_of
 
 TABLES = ("word", "position", "token_type")
 MASK_FILL = -10000.0  # ExportModel's additive mask value, which the op applies
@@ -190,7 +190,7 @@ def first_row_only(model: onnx.ModelProto) -> bool:
 
 
 REWRITES = ((fuse_embeddings, "embeddings and mask in Embeddings"),
-            (first_row_only, "the last layer on [CLS] alone after its keys and values"))
+            (first_row_only, CLS_ONLY_SCHEME))
 
 
 def rewrite(model: onnx.ModelProto) -> list[str]:
