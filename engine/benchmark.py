@@ -70,7 +70,8 @@ def macs_per_sequence(config: dict, seq: int, last_layer_rows: int | None = None
     def layer(rows: int) -> float:
         macs = seq * h * h * (1 / g["q_groups"] + 1 / g["k_groups"] + 1 / g["v_groups"])  # Q, K and V of every row
         macs += 2 * rows * seq * h  # QK^T and attention x V
-        return macs + rows * (h * h / g["post_attention_groups"] + h * i * (1 / g["intermediate_groups"] + 1 / g["output_groups"]))
+        macs += rows * h * h / g["post_attention_groups"]
+        return macs + rows * h * i * (1 / g["intermediate_groups"] + 1 / g["output_groups"])
 
     return int((layers - 1) * layer(seq) + layer(seq if last_layer_rows is None else last_layer_rows))
 

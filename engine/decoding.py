@@ -21,7 +21,6 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-
 def softmax_row(values: list[float]) -> list[float]:
     """softmax of one short row in plain floats: for a sentence's few classes, each numpy call costs more than the
     arithmetic (40 us for `softmax` just after a model run, the whole post-processing)."""
@@ -29,6 +28,7 @@ def softmax_row(values: list[float]) -> list[float]:
     weights = [math.exp(v - top) for v in values]
     total = sum(weights)
     return [w / total for w in weights]
+
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)

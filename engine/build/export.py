@@ -9,8 +9,8 @@ slow path and has rejected signed weights), and it removes SqueezeBERT's NCW tra
 The int8 graph's encoder layers are engine.native's ops instead (NativeLayer: every projection one GroupedQGemm,
 attention one MaskedAttention, LayerNorms and activation quantisation QuantizeRows), for both architectures; ONNX
 Runtime's quantiser does the embeddings and the head; then the quantised embeddings become one Embeddings op and a
-sentence classifier's last layer runs on [CLS] alone after its keys and values (engine.build.fuse). Parity against the original torch model is checked on every export and written to the
-manifest.
+sentence classifier's last layer runs on [CLS] alone after its keys and values (engine.build.fuse). Parity against
+the original torch model is checked on every export and written to the manifest.
 """
 from __future__ import annotations
 
