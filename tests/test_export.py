@@ -5,7 +5,7 @@ import pytest
 
 from conftest import TASK_HEADS, make_checkpoint
 from engine.build.export import build_bundle
-from engine.bundle import load_bundle
+from engine.bundle import CLS_ONLY_SCHEME, load_bundle
 from engine.session import OnnxSession
 
 
@@ -315,16 +315,25 @@ def test_fused_embeddings_refuse_a_token_id_outside_the_vocabulary(tiny_bundles)
         session.run({"input_ids": ones, "attention_mask": ones, "token_type_ids": 2 * ones})
 
 
-def test_bundles_exported_before_the_op_are_fused_in_place(tmp_path, tiny_tokenizer_dir, tiny_bundles):
+@pytest.mark.parametrize("architecture, task", [("bert", "entities"), ("squeezebert", "sentiment")])
+def test_bundles_exported_before_the_rewrites_are_rewritten_in_place(tmp_path, tiny_tokenizer_dir, tiny_bundles,
+                                                                      architecture, task):
     import shutil
 
-    from engine.build.fuse import fuse_bundle
+    from engine.build.fuse import REWRITES, fuse_bundle
 
     folder = tmp_path / "bundle"
-    shutil.copytree(tiny_bundles[("bert", "entities")], folder)
-    shutil.copyfile(quantised_native_export(tmp_path, tiny_tokenizer_dir, "bert", "entities"), folder / "model.onnx")
+    shutil.copytree(tiny_bundles[(architecture, task)], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    scheme = manifest["onnx"]["onnxruntime_quantization"]
+    for _, name in REWRITES:  # as exports before the rewrites wrote it
+        scheme = scheme.replace(f"; {name}", "")
+    manifest["onnx"]["onnxruntime_quantization"] = scheme
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copyfile(quantised_native_export(tmp_path, tiny_tokenizer_dir, architecture, task), folder / "model.onnx")
     assert fuse_bundle(folder)
-    load_bundle(folder, "entities")  # checks the model's sha256 against the manifest
-    assert json.loads((folder / "manifest.json").read_text())["onnx"]["onnxruntime_quantization"].endswith(
-        "; embeddings and mask in Embeddings")
+    bundle = load_bundle(folder, task)  # checks the model's sha256 against the manifest
+    applied = ["embeddings and mask in Embeddings"] + ([CLS_ONLY_SCHEME] if task == "sentiment" else [])
+    assert bundle.manifest["onnx"]["onnxruntime_quantization"] == scheme + "".join(f"; {a}" for a in applied)
+    assert bundle.last_layer_on_cls_only == (task == "sentiment")
     assert not fuse_bundle(folder)
