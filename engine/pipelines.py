@@ -11,7 +11,6 @@ from engine.bundle import Bundle, load_bundle, resolve
 from engine.errors import Cancelled, InputError
 from engine.decoding import (best_spans, decode_iob, group_words, merge_span_candidates, merge_window_logits, softmax,
                              softmax_row)
-
 from engine.results import Answer, EntitiesResult, Entity, ModelInfo, QAResult, SentimentResult, Timing
 from engine.session import OnnxSession
 from engine.tokenization import ModelInputs, shared_tokenizer
