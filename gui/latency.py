@@ -110,7 +110,8 @@ class LatencyReadout(QWidget):
     def show_timing(self, model: str, timing) -> None:
         self.total.setText(f"{ms(timing.total_ms)} ms")
         self.split.setText(
-            f"tokenize {ms(timing.tokenize_ms)} · model {ms(timing.inference_ms)} · post {ms(timing.postprocess_ms)} ms"
+            f"tokenize {ms(timing.tokenize_ms)} · model {ms(timing.inference_ms)} · "
+            f"post {ms(timing.postprocess_ms)} ms"
         )
         self.show_stats(model, timing.n_tokens)
 

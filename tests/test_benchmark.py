@@ -29,7 +29,6 @@ def test_multiply_adds_at_bert_base_size_match_the_paper():
     assert macs_per_sequence(ENCODERS["shipped"], 128) < macs_per_sequence(bert, 128) / 7  # half the layers, half the width
 
 
-
 def test_a_last_layer_on_cls_alone_counts_only_the_work_it_does():
     config = {"hidden_size": 8, "intermediate_size": 32, "num_hidden_layers": 2, **PAPER_GROUPS}  # groups of 4
     seq, h, i = 10, 8, 32
@@ -37,6 +36,7 @@ def test_a_last_layer_on_cls_alone_counts_only_the_work_it_does():
     skipped = (seq - 1) * (2 * seq * h + h * h + h * i / 4 * 2)  # 9 queries' attention, attn_out (dense) and FFN
     assert macs_per_sequence(config, seq, last_layer_rows=1) == full - skipped
     assert macs_per_sequence(config, seq, last_layer_rows=seq) == full
+
 
 def test_command_line_offers_every_encoder_size():
     import main
@@ -114,7 +114,8 @@ def test_threads_asked_for_reach_every_contender(monkeypatch):
         return [Contender("squeezebert", "fp32", "transformers", lambda: None, "fake")]
 
     monkeypatch.setattr(engine.benchmark, "build_contenders", build)
-    report = engine.benchmark.run_benchmark("sentiment", [16, 32], runs=1, warmup=0, progress=lambda line: None, threads=1)
+    report = engine.benchmark.run_benchmark("sentiment", [16, 32], runs=1, warmup=0, progress=lambda line: None,
+                                            threads=1)
     assert asked == [1, 1] and report["threads"] == 1
     report = engine.benchmark.run_benchmark("sentiment", [16], runs=1, warmup=0, progress=lambda line: None)
     assert asked[-1] == report["threads"] == engine.benchmark.physical_cores()

@@ -20,12 +20,12 @@ def test_softmax_rows_sum_to_one():
     assert p[1, 0] == pytest.approx(0.5)
 
 
-
 @pytest.mark.parametrize("row", [[1.0, 2.0, 3.0], [1000.0, 1000.0, -1000.0], [-3.5, 0.25], [7.0]])
 def test_softmax_row_is_softmax_in_plain_floats(row):
     got = softmax_row(row)
     assert all(type(p) is float for p in got)
     np.testing.assert_allclose(got, softmax(np.array(row)), rtol=1e-12)
+
 
 def test_merge_window_logits_prefers_the_most_central_window():
     # tokens 0..5, windows [0,4) and [2,6); token 2 is at margin 1 in the first, 0 in the second

@@ -247,7 +247,6 @@ def test_fused_embeddings_give_the_replaced_graphs_outputs_bit_for_bit(tmp_path,
         assert all(np.array_equal(want[k], got[k]) for k in want), code_path
 
 
-
 @pytest.mark.parametrize("architecture", ["squeezebert", "bert"])
 def test_a_sentence_classifiers_last_layer_on_cls_alone_gives_the_same_logits_bit_for_bit(
         tmp_path, tiny_tokenizer_dir, monkeypatch, architecture):
@@ -284,10 +283,10 @@ def test_a_sentence_classifiers_last_layer_on_cls_alone_gives_the_same_logits_bi
             np.testing.assert_array_equal(got, want, err_msg=f"{code_path} batch {batch} seq {seq}")
 
 
-
 def test_exports_record_which_bundles_run_the_last_layer_on_cls_alone(tiny_bundles):
     for (architecture, task), folder in tiny_bundles.items():  # build_bundle applies the rewrite where it fits
         assert load_bundle(folder, task).last_layer_on_cls_only == (task == "sentiment"), (architecture, task)
+
 
 @pytest.mark.parametrize("task", ["entities", "qa"])
 def test_token_heads_keep_every_row_of_the_last_layer(tmp_path, tiny_tokenizer_dir, task):
@@ -299,6 +298,7 @@ def test_token_heads_keep_every_row_of_the_last_layer(tmp_path, tiny_tokenizer_d
     before = model.SerializeToString()
     assert not first_row_only(model)
     assert model.SerializeToString() == before
+
 
 def test_fused_embeddings_refuse_a_token_id_outside_the_vocabulary(tiny_bundles):
     import onnx

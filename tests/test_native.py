@@ -173,7 +173,6 @@ def test_attention_matches_reference(batch, heads, seq, head_size, code_path):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-
 @pytest.mark.parametrize("queries", [1, 3])
 def test_attention_for_the_first_query_rows_equals_those_rows_of_the_whole(queries, code_path):
     """Q with fewer rows than K and V: the first tokens' context alone, bit for bit what the whole op gives them
@@ -190,6 +189,7 @@ def test_attention_for_the_first_query_rows_equals_those_rows_of_the_whole(queri
     np.testing.assert_array_equal(first, whole[:, :queries])
     with pytest.raises(Exception, match="fewer rows"):
         session.run(None, {"Q": np.concatenate([q, q], axis=2), "K": k, "V": v, "M": mask})
+
 
 def rows_model(layer_norm: bool, epsilon=1e-12, normalised_output=True):
     inputs = ["X", "gamma", "beta"] if layer_norm else ["X"]

@@ -290,7 +290,8 @@ static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
     for (size_t i = 0; i < 4; i++)
         if ((status = read_input(ctx, i, ELEM_FLOAT, &in[i]))) return status;
     const tensor_t *q = &in[0], *k = &in[1];
-    if (q->rank != 4 || k->rank != 4) return error("MaskedAttention: Q, K and V must be [batch, heads, seq, head size]");
+    if (q->rank != 4 || k->rank != 4)
+        return error("MaskedAttention: Q, K and V must be [batch, heads, seq, head size]");
     if (in[2].rank != 4 || memcmp(in[2].dims, k->dims, sizeof(int64_t) * 4) != 0)
         return error("MaskedAttention: V must have K's shape");
     if (q->dims[0] != k->dims[0] || q->dims[1] != k->dims[1] || q->dims[3] != k->dims[3] || q->dims[2] > k->dims[2])

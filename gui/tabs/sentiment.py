@@ -9,7 +9,8 @@ from gui.units import ms
 
 
 def model_line(result) -> str:
-    return f"{MODEL_LABELS.get(result.model.architecture, result.model.architecture)} {result.model.precision} · {ms(result.timing.total_ms)} ms · {result.timing.n_tokens} tokens"
+    name = MODEL_LABELS.get(result.model.architecture, result.model.architecture)
+    return f"{name} {result.model.precision} · {ms(result.timing.total_ms)} ms · {result.timing.n_tokens} tokens"
 
 
 class SentimentTab(SingleTextTab):
