@@ -24,7 +24,7 @@ from engine.errors import InferenceError  # noqa: E402  (re-exported)
 def session_options(threads: int | None = None) -> ort.SessionOptions:
     """The settings every session here runs with (the app's, the benchmark's and the profiler's)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or physical_cores()
+    options.intra_op_num_threads = threads = threads or physical_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -34,6 +34,8 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.add_session_config_entry("session.force_spinning_stop", "1")
     kernels = native.library()
     if kernels is not None:  # every int8 bundle's encoder calls its ops (GroupedQGemm, MaskedAttention, QuantizeRows)
+        # read when the library is registered: the ops run on that many threads of their own (engine/native/pool.c)
+        options.add_session_config_entry(native.THREADS_KEY, str(threads))
         options.register_custom_ops_library(str(kernels))
     return options
 

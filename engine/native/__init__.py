@@ -21,9 +21,10 @@ OP = "GroupedQGemm"
 ATTENTION_OP = "MaskedAttention"
 QUANTIZE_OP = "QuantizeRows"
 EMBEDDINGS_OP = "Embeddings"
+THREADS_KEY = "squeezebert.threads"  # the session config entry the ops take their thread count from (1 without)
 HERE = Path(__file__).resolve().parent
 SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "quantize_rows.c",
-                                         "embeddings.c", "kernels.h", "vector_math.h", "ort_abi.h"))
+                                         "embeddings.c", "pool.c", "kernels.h", "vector_math.h", "ort_abi.h"))
 SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
 LIBRARY = HERE / f"libsqueezebert_kernels{SUFFIX}"
 
@@ -48,7 +49,7 @@ def build(force: bool = False) -> Path:
     compiler = os.environ.get("CC", "cc")
     partial = LIBRARY.with_name(LIBRARY.name + ".partial")
     command = [compiler, "-O3", "-fPIC", "-shared", "-fvisibility=hidden", "-o", str(partial),
-               *(str(source) for source in SOURCES if source.suffix == ".c"), "-lm"]
+               *(str(source) for source in SOURCES if source.suffix == ".c"), "-lm", "-pthread"]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
     except FileNotFoundError:

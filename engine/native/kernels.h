@@ -1,5 +1,5 @@
-/* The kernels' entry points (grouped_qgemm.c, attention.c, quantize_rows.c, embeddings.c), for the ONNX Runtime
-   side (ort_ops.c). */
+/* The kernels' entry points (grouped_qgemm.c, attention.c, quantize_rows.c, embeddings.c) and their threads
+   (pool.c), for the ONNX Runtime side (ort_ops.c). */
 #ifndef SQB_KERNELS_H
 #define SQB_KERNELS_H
 #include <stddef.h>
@@ -72,5 +72,19 @@ typedef struct {
 
 #define SQB_TOKENS_PER_TASK 16
 void sqb_embeddings_task(void *job, size_t index); /* tokens [index * SQB_TOKENS_PER_TASK, +SQB_TOKENS_PER_TASK) */
+
+/* ------------------------------------------------------------------------------------------ threads (pool.c) */
+#define SQB_MAX_THREADS 64
+
+/* An op split into tasks by index; a task writes only its own part of the outputs. */
+typedef struct {
+    void (*run)(const void *job, size_t index, void *scratch);
+    size_t (*scratch_bytes)(const void *job); /* the scratch each thread needs (64-byte aligned), or NULL: none */
+} sqb_task_kind_t;
+
+/* Run `tasks` tasks of `job` on `threads` threads, the caller's one of them, and return when all are done: 0, or -1
+   (nothing run) when there is no memory for the scratch. */
+int sqb_pool_run(const sqb_task_kind_t *kind, const void *job, size_t tasks, int threads);
+size_t sqb_pool_helper_tasks(void); /* tasks helper threads have run, since the library loaded */
 
 #endif

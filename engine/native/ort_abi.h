@@ -1,7 +1,7 @@
 /* The part of ONNX Runtime's C ABI this library uses, declared here because no installable package ships ORT's
    headers. ORT only ever appends to its function table and to OrtCustomOp, so slot numbers and field order below
-   hold for every release since the one that added the last of them (KernelContext_ParallelFor, API 17).
-   RegisterCustomOps checks two slots against known behaviour before trusting the table. */
+   hold for every release from API 17, the version this library asks for (SQB_ORT_API_VERSION).
+   RegisterCustomOps checks the highest slot against known behaviour before trusting the table. */
 #ifndef SQB_ORT_ABI_H
 #define SQB_ORT_ABI_H
 #include <stddef.h>
@@ -25,7 +25,6 @@ typedef struct OrtApiBase {
 
 enum ort_slot {
     SLOT_CreateStatus = 0,
-    SLOT_GetErrorMessage = 2,
     SLOT_CreateCustomOpDomain = 26,
     SLOT_CustomOpDomain_Add = 27,
     SLOT_AddCustomOpDomain = 28,
@@ -40,8 +39,8 @@ enum ort_slot {
     SLOT_KernelContext_GetOutput = 91,
     SLOT_ReleaseStatus = 93,
     SLOT_ReleaseTensorTypeAndShapeInfo = 99,
+    SLOT_GetSessionConfigEntry = 238,
     SLOT_GetBuildInfoString = 254,
-    SLOT_KernelContext_ParallelFor = 274,
 };
 
 enum { ORT_FAIL_CODE = 1, ORT_INVALID_ARGUMENT_CODE = 2, ORT_RUNTIME_EXCEPTION_CODE = 6 };

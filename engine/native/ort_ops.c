@@ -1,6 +1,6 @@
 /* The ONNX Runtime side of the four ops in the domain "squeezebert.desktop": their schemas, reading inputs, running
-   the kernels on ORT's thread pool, and registration (RegisterCustomOps, called by ORT when a session loads this
-   library).
+   the kernels on the pool's threads (pool.c), and registration (RegisterCustomOps, called by ORT when a session
+   loads this library).
 
    GroupedQGemm, inputs:
             0 A uint8 [..., G*K]          activations, quantised by QuantizeRows (1: scale, 2: zero point, one
@@ -23,6 +23,7 @@
 #include "kernels.h"
 #include "ort_abi.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,9 +40,8 @@ typedef OrtStatus *(*dims_count_fn)(const OrtTensorTypeAndShapeInfo *, size_t *)
 typedef OrtStatus *(*dims_fn)(const OrtTensorTypeAndShapeInfo *, int64_t *, size_t);
 typedef void (*release_info_fn)(OrtTensorTypeAndShapeInfo *);
 typedef void (*release_status_fn)(OrtStatus *);
-typedef const char *(*error_message_fn)(const OrtStatus *);
 typedef OrtStatus *(*attribute_int_fn)(const OrtKernelInfo *, const char *, int64_t *);
-typedef OrtStatus *(*parallel_for_fn)(const OrtKernelContext *, void (*)(void *, size_t), size_t, size_t, void *);
+typedef OrtStatus *(*config_entry_fn)(const OrtSessionOptions *, const char *, char *, size_t *);
 typedef OrtStatus *(*create_domain_fn)(const char *, OrtCustomOpDomain **);
 typedef OrtStatus *(*domain_add_fn)(OrtCustomOpDomain *, const OrtCustomOp *);
 typedef OrtStatus *(*add_domain_fn)(OrtSessionOptions *, OrtCustomOpDomain *);
@@ -50,9 +50,52 @@ typedef const char *(*build_info_fn)(void);
 #define MAX_RANK 8
 
 /* ------------------------------------------------------------------------------------------ the ORT kernel */
+/* Each op is registered once per thread count (RegisterCustomOps): a kernel learns its session's from its op. */
+typedef struct {
+    OrtCustomOp op;
+    int threads;
+} threaded_op_t;
+
+/* How every kernel runs: its code path, and its session's thread count. */
+typedef struct {
+    int path, threads;
+} runner_t;
+
+static runner_t runner_of(const OrtCustomOp *op)
+{
+    return (runner_t){sqb_best_path(), ((const threaded_op_t *)op)->threads};
+}
+
+/* The kernels' tasks that need no scratch (attention's, which does, is with its op below) */
+static void gemm_task(const void *job, size_t index, void *scratch)
+{
+    (void)scratch;
+    sqb_gemm_tile((void *)job, index);
+}
+static void rows_task(const void *job, size_t index, void *scratch)
+{
+    (void)scratch;
+    sqb_rows_task((void *)job, index);
+}
+static void embeddings_task(const void *job, size_t index, void *scratch)
+{
+    (void)scratch;
+    sqb_embeddings_task((void *)job, index);
+}
+static const sqb_task_kind_t GEMM_TASKS = {gemm_task, NULL}, ROWS_TASKS = {rows_task, NULL},
+                             EMBEDDINGS_TASKS = {embeddings_task, NULL};
+
+/* `items` in tasks of `per_task`; `out_of_memory` the error when there is no memory for its scratch */
+static OrtStatus *run_tasks(runner_t runner, const sqb_task_kind_t *kind, const void *job, size_t items,
+                            size_t per_task, const char *out_of_memory)
+{
+    if (sqb_pool_run(kind, job, (items + per_task - 1) / per_task, runner.threads) == 0) return NULL;
+    return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, out_of_memory);
+}
+
 typedef struct {
     int64_t heads, gelu, splits;
-    int path;
+    runner_t runner;
 } kernel_t;
 
 static const int INPUT_TYPES[8] = {ELEM_UINT8, ELEM_FLOAT, ELEM_UINT8, ELEM_INT8, ELEM_FLOAT, ELEM_INT32, ELEM_FLOAT,
@@ -98,13 +141,6 @@ static OrtStatus *output_data(OrtKernelContext *ctx, size_t index, const int64_t
     return ORT(GetTensorMutableData, mutable_data_fn)(value, data);
 }
 
-/* `fn` over `items` in tasks of `per_task` on ORT's thread pool */
-static OrtStatus *run_tasks(OrtKernelContext *ctx, void (*fn)(void *, size_t), size_t items, size_t per_task, void *job)
-{
-    size_t tasks = (items + per_task - 1) / per_task;
-    return tasks ? ORT(KernelContext_ParallelFor, parallel_for_fn)(ctx, fn, tasks, tasks, job) : NULL;
-}
-
 static OrtStatus *compute(void *state, OrtKernelContext *ctx)
 {
     const kernel_t *kernel = (const kernel_t *)state;
@@ -126,7 +162,7 @@ static OrtStatus *compute(void *state, OrtKernelContext *ctx)
     job.splits = (int)kernel->splits;
     job.heads = (int)kernel->heads;
     job.gelu = kernel->gelu != 0;
-    job.path = kernel->path;
+    job.path = kernel->runner.path;
     if (job.splits < 1 || job.splits > 3 || job.n % (16 * job.splits) != 0)
         return error("GroupedQGemm: splits must be 1 to 3 and divide each group's columns in blocks of 16");
     int64_t packed_width = (int64_t)job.groups * job.n, width = packed_width / job.splits;
@@ -178,12 +214,11 @@ static OrtStatus *compute(void *state, OrtKernelContext *ctx)
     job.b_scale = (const float *)in[4].data;
     job.colsum = (const int32_t *)in[5].data;
     job.bias = (const float *)in[6].data;
-    return run_tasks(ctx, sqb_gemm_tile, sqb_gemm_tiles(&job), 1, &job);
+    return run_tasks(kernel->runner, &GEMM_TASKS, &job, sqb_gemm_tiles(&job), 1, "GroupedQGemm: out of memory");
 }
 
 static OrtStatus *create_kernel(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
 {
-    (void)op;
     (void)ort;
     kernel_t *kernel = (kernel_t *)malloc(sizeof *kernel);
     if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "GroupedQGemm: out of memory");
@@ -197,7 +232,7 @@ static OrtStatus *create_kernel(const OrtCustomOp *op, const OrtApiSlot *ort, co
             *values[i] = defaults[i];
         }
     }
-    kernel->path = sqb_best_path();
+    kernel->runner = runner_of(op);
     *out = kernel;
     return NULL;
 }
@@ -233,11 +268,12 @@ typedef OrtStatus *(*attribute_float_fn)(const OrtKernelInfo *, const char *, fl
 
 typedef struct {
     float attribute;
-    int path;
+    runner_t runner;
 } float_kernel_t;
 
 /* `fallback` NULL: the attribute is required. */
-static OrtStatus *create_float_kernel(const OrtKernelInfo *info, const char *name, const float *fallback, void **out)
+static OrtStatus *create_float_kernel(const OrtCustomOp *op, const OrtKernelInfo *info, const char *name,
+                                      const float *fallback, void **out)
 {
     float_kernel_t *kernel = (float_kernel_t *)malloc(sizeof *kernel);
     if (!kernel) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "custom op: out of memory");
@@ -250,7 +286,7 @@ static OrtStatus *create_float_kernel(const OrtKernelInfo *info, const char *nam
         ORT(ReleaseStatus, release_status_fn)(status);
         kernel->attribute = *fallback;
     }
-    kernel->path = sqb_best_path();
+    kernel->runner = runner_of(op);
     *out = kernel;
     return NULL;
 }
@@ -267,11 +303,9 @@ typedef struct {
     float *out;
     int heads, queries, seq, d, path;
     float scale;
-    float *work;       /* one scratch area per task */
-    size_t work_floats;
 } attention_job_t;
 
-static void run_head(void *data, size_t index)
+static void run_head(const void *data, size_t index, void *work)
 {
     const attention_job_t *job = (const attention_job_t *)data;
     size_t batch = index / job->heads, head = index % job->heads;
@@ -279,8 +313,16 @@ static void run_head(void *data, size_t index)
     sqb_attention_head(job->path, job->q + index * query_elements, job->k + index * key_elements,
                        job->v + index * key_elements, job->mask + batch * job->seq,
                        job->out + batch * query_elements * job->heads + head * job->d, (size_t)job->heads * job->d,
-                       job->queries, job->seq, job->d, job->scale, job->work + index * job->work_floats);
+                       job->queries, job->seq, job->d, job->scale, (float *)work);
 }
+
+static size_t head_work_bytes(const void *data)
+{
+    const attention_job_t *job = (const attention_job_t *)data;
+    return sizeof(float) * sqb_attention_work_floats(job->seq, job->d);
+}
+
+static const sqb_task_kind_t ATTENTION_TASKS = {run_head, head_work_bytes};
 
 static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
 {
@@ -299,24 +341,18 @@ static OrtStatus *compute_attention(void *state, OrtKernelContext *ctx)
     if (in[3].count != k->dims[0] * k->dims[2]) return error("MaskedAttention: the mask needs batch * seq values");
     attention_job_t job = {(const float *)q->data, (const float *)k->data, (const float *)in[2].data,
                            (const float *)in[3].data, NULL, (int)q->dims[1], (int)q->dims[2], (int)k->dims[2],
-                           (int)q->dims[3], kernel->path, kernel->attribute, NULL, 0};
+                           (int)q->dims[3], kernel->runner.path, kernel->attribute};
     int64_t out_dims[3] = {q->dims[0], q->dims[2], q->dims[1] * q->dims[3]};
     if ((status = output_data(ctx, 0, out_dims, 3, "MaskedAttention: no output", (void **)&job.out))) return status;
     size_t heads = (size_t)q->dims[0] * job.heads;
     if (heads == 0 || job.queries == 0) return NULL;
-    job.work_floats = sqb_attention_work_floats(job.seq, job.d);
-    job.work = (float *)malloc(sizeof(float) * job.work_floats * heads);
-    if (!job.work) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "MaskedAttention: out of memory");
-    status = run_tasks(ctx, run_head, heads, 1, &job);
-    free(job.work);
-    return status;
+    return run_tasks(kernel->runner, &ATTENTION_TASKS, &job, heads, 1, "MaskedAttention: out of memory");
 }
 
 static OrtStatus *create_attention(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
 {
-    (void)op;
     (void)ort;
-    return create_float_kernel(info, "scale", NULL, out);
+    return create_float_kernel(op, info, "scale", NULL, out);
 }
 
 static const char *attention_name(const OrtCustomOp *op) { (void)op; return "MaskedAttention"; }
@@ -345,7 +381,7 @@ static OrtStatus *compute_rows(void *state, OrtKernelContext *ctx)
     if ((status = read_input(ctx, 0, ELEM_FLOAT, &x))) return status;
     if (x.rank < 1 || x.dims[x.rank - 1] % 16 != 0) return error("QuantizeRows: the last dimension must be a multiple of 16");
     sqb_rows_job_t job = {(const float *)x.data, NULL, NULL, kernel->attribute, NULL, NULL, NULL, NULL, 0,
-                          (int)x.dims[x.rank - 1], kernel->path};
+                          (int)x.dims[x.rank - 1], kernel->runner.path};
     job.rows = job.width ? (size_t)(x.count / job.width) : 0;
     const OrtValue *gamma_value = NULL;
     if ((status = ORT(KernelContext_GetInput, get_input_fn)(ctx, 1, &gamma_value))) return status;
@@ -371,15 +407,15 @@ static OrtStatus *compute_rows(void *state, OrtKernelContext *ctx)
     job.scale = (float *)data[1];
     job.zero_point = (uint8_t *)data[2];
     job.y = (float *)data[3];
-    return run_tasks(ctx, sqb_rows_task, job.rows, SQB_ROWS_PER_TASK, &job);
+    return run_tasks(kernel->runner, &ROWS_TASKS, &job, job.rows, SQB_ROWS_PER_TASK,
+                     "QuantizeRows: out of memory");
 }
 
 static OrtStatus *create_rows(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
 {
-    (void)op;
     (void)ort;
     static const float bert_epsilon = 1e-12f;
-    return create_float_kernel(info, "epsilon", &bert_epsilon, out);
+    return create_float_kernel(op, info, "epsilon", &bert_epsilon, out);
 }
 
 static const char *rows_name(const OrtCustomOp *op) { (void)op; return "QuantizeRows"; }
@@ -445,24 +481,24 @@ static OrtStatus *compute_embeddings(void *state, OrtKernelContext *ctx)
     job.tokens = (size_t)ids->count;
     job.seq = (int)ids->dims[1];
     job.width = (int)word->dims[1];
-    job.path = *(const int *)state;
+    const runner_t runner = *(const runner_t *)state;
+    job.path = runner.path;
     int64_t out_dims[3] = {ids->dims[0], ids->dims[1], word->dims[1]};
     int64_t mask_dims[4] = {ids->dims[0], 1, 1, ids->dims[1]};
     if ((status = output_data(ctx, 0, out_dims, 3, "Embeddings: no output", (void **)&job.out)) ||
         (status = output_data(ctx, 1, mask_dims, 4, "Embeddings: no mask output", (void **)&job.additive_mask)))
         return status;
-    return run_tasks(ctx, sqb_embeddings_task, job.tokens, SQB_TOKENS_PER_TASK, &job);
+    return run_tasks(runner, &EMBEDDINGS_TASKS, &job, job.tokens, SQB_TOKENS_PER_TASK, "Embeddings: out of memory");
 }
 
 static OrtStatus *create_embeddings(const OrtCustomOp *op, const OrtApiSlot *ort, const OrtKernelInfo *info, void **out)
 {
-    (void)op;
     (void)ort;
     (void)info;
-    int *path = (int *)malloc(sizeof *path); /* the kernel's one piece of state: its code path */
-    if (!path) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "Embeddings: out of memory");
-    *path = sqb_best_path();
-    *out = path;
+    runner_t *runner = (runner_t *)malloc(sizeof *runner); /* the kernel's one piece of state */
+    if (!runner) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, "Embeddings: out of memory");
+    *runner = runner_of(op);
+    *out = runner;
     return NULL;
 }
 
@@ -482,16 +518,42 @@ static const OrtCustomOp embeddings = {
     release_pairs,
 };
 
-/* The two slots checked before the table is trusted: ones with a result known without a session. */
+/* The highest slot used, checked before the table is trusted: one with a result known without a session. */
 static const char *abi_mismatch(void)
 {
     const char *info = ORT(GetBuildInfoString, build_info_fn)();
-    if (!info || strncmp(info, "ORT Build Info", 14) != 0) return "GetBuildInfoString is not where expected";
-    OrtStatus *status = ORT(KernelContext_ParallelFor, parallel_for_fn)(NULL, sqb_gemm_tile, 1, 1, NULL);
-    if (!status) return "KernelContext_ParallelFor is not where expected";
-    int ok = strstr(ORT(GetErrorMessage, error_message_fn)(status), "context") != NULL;
-    ORT(ReleaseStatus, release_status_fn)(status);
-    return ok ? NULL : "KernelContext_ParallelFor is not where expected";
+    return info && strncmp(info, "ORT Build Info", 14) == 0 ? NULL : "GetBuildInfoString is not where expected";
+}
+
+/* The session's thread count for these ops: its config entry THREADS_KEY (engine.session sets it to the session's
+   intra-op thread count), 1 without it. */
+#define THREADS_KEY "squeezebert.threads"
+static int session_threads(const OrtSessionOptions *options)
+{
+    char value[16];
+    size_t size = sizeof value;
+    OrtStatus *status = ORT(GetSessionConfigEntry, config_entry_fn)(options, THREADS_KEY, value, &size);
+    if (status) { /* absent, or too long to be a count */
+        ORT(ReleaseStatus, release_status_fn)(status);
+        return 1;
+    }
+    int threads = atoi(value);
+    return threads < 1 ? 1 : threads > SQB_MAX_THREADS ? SQB_MAX_THREADS : threads;
+}
+
+/* The four ops for each thread count, made on first use and kept: ORT holds on to them for its sessions' lives. */
+static threaded_op_t threaded_ops[SQB_MAX_THREADS][4];
+static pthread_mutex_t threaded_ops_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const threaded_op_t *ops_for(int threads)
+{
+    static const OrtCustomOp *const kinds[4] = {&grouped_qgemm, &masked_attention, &quantize_rows, &embeddings};
+    threaded_op_t *ops = threaded_ops[threads - 1];
+    pthread_mutex_lock(&threaded_ops_lock);
+    if (ops[0].threads == 0)
+        for (int i = 0; i < 4; i++) ops[i] = (threaded_op_t){*kinds[i], threads};
+    pthread_mutex_unlock(&threaded_ops_lock);
+    return ops;
 }
 
 #define DOMAIN "squeezebert.desktop"
@@ -502,12 +564,10 @@ __attribute__((visibility("default"))) OrtStatus *RegisterCustomOps(OrtSessionOp
     if (!api) return NULL; /* cannot even report: ORT older than API 17 */
     const char *mismatch = abi_mismatch();
     if (mismatch) return ORT(CreateStatus, create_status_fn)(ORT_FAIL_CODE, mismatch);
+    const threaded_op_t *ops = ops_for(session_threads(options));
     OrtCustomOpDomain *domain;
     OrtStatus *status = ORT(CreateCustomOpDomain, create_domain_fn)(DOMAIN, &domain);
-    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &grouped_qgemm);
-    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &masked_attention);
-    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &quantize_rows);
-    if (!status) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &embeddings);
+    for (int i = 0; i < 4 && !status; i++) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &ops[i].op);
     if (!status) status = ORT(AddCustomOpDomain, add_domain_fn)(options, domain);
     return status;
 }

@@ -1,9 +1,9 @@
 /* QuantizeRows' kernel: an optional LayerNorm, then each row quantised to uint8 with its own scale and zero point.
 
    ONNX Runtime's LayerNormalization and DynamicQuantizeLinear each took 15-30 us a call on a 128 x 384 tensor
-   here, about a fifth of a layer; this is one pass per row, on ORT's threads. A row's own range (rather than the
-   tensor's, DynamicQuantizeLinear's) makes it one pass, and loses less to outlying tokens. Three paths: AVX-512,
-   AVX2 and portable C. */
+   here, about a fifth of a layer; this is one pass per row, on the pool's threads (pool.c). A row's own range
+   (rather than the tensor's, DynamicQuantizeLinear's) makes it one pass, and loses less to outlying tokens. Three
+   paths: AVX-512, AVX2 and portable C. */
 #include "kernels.h"
 
 #include <math.h>
