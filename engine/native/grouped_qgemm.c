@@ -330,10 +330,23 @@ void sqb_gemm_tile(void *data, size_t index)
 {
     const sqb_gemm_job_t *job = (const sqb_gemm_job_t *)data;
     size_t t = index;
-    int ct = (int)(t % job->col_tiles); t /= job->col_tiles;
-    int g = (int)(t % job->groups); t /= job->groups;
-    int rt = (int)(t % job->row_tiles); t /= job->row_tiles;
-    int batch = (int)t;
+    int ct, g, rt, batch;
+    int per_split = job->n / job->splits, split_tiles = per_split / COLS_PER_TILE;
+    if (job->heads && per_split % COLS_PER_TILE == 0) {
+        /* A head-major output, which attention reads a head at a time: tasks go by output column first (the same
+           columns of Q, K and V together), rows last, so the pool's shares of them (pool.c) are shares of the heads,
+           the ones each thread's share of the attention then reads. */
+        rt = (int)(t % job->row_tiles); t /= job->row_tiles;
+        int split = (int)(t % job->splits); t /= job->splits;
+        int within = (int)(t % split_tiles); t /= split_tiles;
+        g = (int)(t % job->groups); t /= job->groups;
+        ct = split * split_tiles + within;
+    } else { /* rows first: the pool's shares are shares of the rows, as the row-wise ops before and after take them */
+        ct = (int)(t % job->col_tiles); t /= job->col_tiles;
+        g = (int)(t % job->groups); t /= job->groups;
+        rt = (int)(t % job->row_tiles); t /= job->row_tiles;
+    }
+    batch = (int)t;
     int s0 = rt * ROWS_PER_TILE, s1 = s0 + ROWS_PER_TILE < job->seq ? s0 + ROWS_PER_TILE : job->seq;
     int c0 = ct * COLS_PER_TILE, c1 = c0 + COLS_PER_TILE < job->n ? c0 + COLS_PER_TILE : job->n;
 #ifdef SQB_X86
