@@ -35,8 +35,8 @@ enum { FREE, TAKEN, DONE }; /* a task's state */
 
 typedef struct {
     const sqb_task_kind_t *kind;
-    const void *job;
-    size_t tasks;
+    const void *job;              /* the caller's: read only while a task is unfinished (the caller waits for all) */
+    size_t tasks, scratch_bytes;  /* scratch_bytes: each thread's, from kind->scratch_bytes(job) */
     int helpers;                  /* how many helpers may join */
     _Atomic unsigned char *state; /* one per task */
     size_t capacity;
@@ -84,10 +84,14 @@ static void wake_sleepers(void)
 #endif
 }
 
-/* `kind`'s scratch for one thread in `scratch`; 0 when it cannot have it (out of memory) */
-static int fit_scratch(scratch_t *scratch, const sqb_task_kind_t *kind, const void *job, void **memory)
+static size_t scratch_bytes(const sqb_task_kind_t *kind, const void *job)
 {
-    size_t bytes = kind->scratch_bytes ? kind->scratch_bytes(job) : 0;
+    return kind->scratch_bytes ? kind->scratch_bytes(job) : 0;
+}
+
+/* `bytes` of scratch for one thread in `scratch`; 0 when it cannot have them (out of memory) */
+static int fit_scratch(scratch_t *scratch, size_t bytes, void **memory)
+{
     if (bytes > scratch->bytes) {
         free(scratch->memory);
         scratch->bytes = 0;
@@ -150,8 +154,7 @@ static void *helper_main(void *arg)
         atomic_store(&helper_slot[id], s);
         void *memory;
         /* the caller may have moved on and be refilling slot s already if it did not see us in it: check */
-        if (atomic_load(&published) == now && id < slot->helpers &&
-            fit_scratch(&scratch, slot->kind, slot->job, &memory))
+        if (atomic_load(&published) == now && id < slot->helpers && fit_scratch(&scratch, slot->scratch_bytes, &memory))
             atomic_fetch_add_explicit(&helper_tasks, run_share(slot, id + 1, memory), memory_order_relaxed);
         atomic_store(&helper_slot[id], -1);
     }
@@ -187,7 +190,7 @@ static int run_alone(const sqb_task_kind_t *kind, const void *job, size_t tasks)
 {
     scratch_t scratch = {NULL, 0};
     void *memory;
-    if (!fit_scratch(&scratch, kind, job, &memory)) return -1;
+    if (!fit_scratch(&scratch, scratch_bytes(kind, job), &memory)) return -1;
     for (size_t t = 0; t < tasks; t++) kind->run(job, t, memory);
     free(scratch.memory);
     return 0;
@@ -210,13 +213,15 @@ __attribute__((visibility("default"))) int sqb_pool_run(const sqb_task_kind_t *k
         slot->state = malloc(tasks);
         slot->capacity = slot->state ? tasks : 0;
     }
-    if (!slot->capacity || !fit_scratch(&caller_scratch, kind, job, &memory)) {
+    size_t bytes = scratch_bytes(kind, job);
+    if (!slot->capacity || !fit_scratch(&caller_scratch, bytes, &memory)) {
         pthread_mutex_unlock(&caller_lock);
         return run_alone(kind, job, tasks);
     }
     slot->kind = kind;
     slot->job = job;
     slot->tasks = tasks;
+    slot->scratch_bytes = bytes;
     slot->helpers = helpers;
     for (size_t t = 0; t < tasks; t++) atomic_init(&slot->state[t], FREE);
     atomic_store(&published, (((last >> 8) + 1) << 8) | (unsigned)(s + 1));
