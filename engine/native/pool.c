@@ -29,7 +29,11 @@
 
 #define MAX_HELPERS (SQB_MAX_THREADS - 1)
 #define SLOTS (MAX_HELPERS + 2) /* the op being run, and one per helper that may still be looking at an older one */
-#define SPIN_US 50.0 /* how long an idle helper polls for the next op before it sleeps (ops come microseconds apart) */
+/* How long an idle helper polls for the next op before it sleeps. Waking it costs the caller a system call of about
+   50 us in this VM, and the helper as long again to get going, more than a short request's whole run: 50 us of
+   polling, the time between two ops, slept through the Python between requests in a burst (the Compare tab's
+   runs, a batch) and made an 18-token request 0.47 -> 1.5 ms at times; 2 ms keeps it awake through those. */
+#define SPIN_US 2000.0
 
 enum { FREE, TAKEN, DONE }; /* a task's state */
 
@@ -52,7 +56,7 @@ static slot_t slots[SLOTS];
 static _Atomic unsigned published = 0;       /* (generation << 8) | slot + 1; 0 before the first op. Futex word. */
 static _Atomic int helper_slot[MAX_HELPERS]; /* the slot each helper is in, or -1 */
 static unsigned first_seen[MAX_HELPERS];     /* `published` when each helper was made: it joins any later op */
-static _Atomic int sleepers;
+static _Atomic int sleeping; /* a helper may be asleep and no op has woken it since */
 static int started;                          /* helpers running; grows under `start_lock` */
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t caller_lock = PTHREAD_MUTEX_INITIALIZER; /* one op at a time on the helpers; others alone */
@@ -142,9 +146,8 @@ static void *helper_main(void *arg)
         for (int polls = 1; (now = atomic_load(&published)) == seen; polls++) {
             PAUSE();
             if (polls % 256 == 0 && now_us() - idle_since > SPIN_US) {
-                atomic_fetch_add(&sleepers, 1);
+                atomic_store(&sleeping, 1);
                 sleep_until_changed(seen);
-                atomic_fetch_sub(&sleepers, 1);
                 idle_since = now_us();
             }
         }
@@ -225,7 +228,9 @@ __attribute__((visibility("default"))) int sqb_pool_run(const sqb_task_kind_t *k
     slot->helpers = helpers;
     for (size_t t = 0; t < tasks; t++) atomic_init(&slot->state[t], FREE);
     atomic_store(&published, (((last >> 8) + 1) << 8) | (unsigned)(s + 1));
-    if (atomic_load(&sleepers)) wake_sleepers();
+    /* Waking takes a system call, and in a VM the helper may take longer to get going than a short request's
+       whole run: wake it once, not at every op until it is up. */
+    if (atomic_load_explicit(&sleeping, memory_order_relaxed) && atomic_exchange(&sleeping, 0)) wake_sleepers();
 
     run_share(slot, 0, memory);
     for (size_t t = 0; t < tasks; t++) /* the helpers' last tasks */
