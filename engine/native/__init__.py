@@ -3,10 +3,10 @@
 GroupedQGemm (grouped_qgemm.c) runs SqueezeBERT's grouped projections and both models' dense ones, MaskedAttention
 (attention.c) a layer's attention, QuantizeRows (quantize_rows.c) the LayerNorms and the quantisation of each
 projection's input, Embeddings (embeddings.c) the encoder's input and its additive mask; ort_ops.c connects them to
-ONNX Runtime. Every int8 bundle calls them (domain below); every session registers this library when it is built
-(engine.session). Build it with
-`python -m engine.native` (scripts/setup.sh does): it needs only a C compiler, no ONNX Runtime headers (ort_abi.h
-declares the few entry points it uses).
+ONNX Runtime, and pool.c runs their tasks on threads of its own (as many as the session's, THREADS_KEY below).
+Every int8 bundle calls them (domain below); every session registers this library when it is built
+(engine.session). Build it with `python -m engine.native` (scripts/setup.sh does): it needs only a C compiler, no
+ONNX Runtime headers (ort_abi.h declares the few entry points it uses).
 """
 from __future__ import annotations
 
