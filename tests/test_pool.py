@@ -2,8 +2,12 @@
 on its own share of the tasks and has scratch memory of its own, and model runs give the same bits on any number of
 threads."""
 import ctypes
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -86,6 +90,31 @@ def test_one_thread_runs_every_task_on_the_caller(pool):
 def bundle_session(bundle, threads):
     return ort.InferenceSession(str(bundle / "model.onnx"), session_options(threads),
                                 providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS)
+
+
+def test_a_process_exits_cleanly_after_its_sessions_are_freed_while_a_helper_polls(tiny_bundles):
+    """ORT unloads the library with the last session options that hold it; the helpers, still polling, must not be
+    left running in unmapped code (the process died of SIGSEGV before the library was pinned)."""
+    bundle = tiny_bundles[("squeezebert", "sentiment")]
+    code = textwrap.dedent(f"""
+        import gc, sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from engine.session import OnnxSession
+        from engine.tokenization import WordPieceTokenizer
+        tokenizer = WordPieceTokenizer({str(bundle / "tokenizer.json")!r})
+        inputs = tokenizer.single_inputs(tokenizer.tokenize("a fine film " * 30), 96, 0)
+        for _ in range(3):  # each time the helper may or may not be polling as the library goes: try a few
+            session = OnnxSession({str(bundle / "model.onnx")!r}, threads=2)
+            for _ in range(20):
+                session.run({{"input_ids": inputs.input_ids, "attention_mask": inputs.attention_mask,
+                             "token_type_ids": inputs.token_type_ids}})
+            del session
+            gc.collect()
+            time.sleep(0.01)
+        print("freed")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "freed" in done.stdout, (done.returncode, done.stderr[-2000:])
 
 
 @pytest.mark.parametrize("architecture,task", [("squeezebert", "qa"), ("bert", "sentiment")])

@@ -24,7 +24,8 @@ EMBEDDINGS_OP = "Embeddings"
 THREADS_KEY = "squeezebert.threads"  # the session config entry the ops take their thread count from (1 without)
 HERE = Path(__file__).resolve().parent
 SOURCES = tuple(HERE / name for name in ("ort_ops.c", "grouped_qgemm.c", "attention.c", "quantize_rows.c",
-                                         "embeddings.c", "pool.c", "kernels.h", "vector_math.h", "ort_abi.h"))
+                                         "embeddings.c", "pool.c", "kernels.h", "vector_math.h", "ort_abi.h",
+                                         "__init__.py"))  # this file: the compiler's flags are in build()
 SUFFIX = {"win32": ".dll", "darwin": ".dylib"}.get(sys.platform, ".so")
 LIBRARY = HERE / f"libsqueezebert_kernels{SUFFIX}"
 
@@ -48,7 +49,10 @@ def build(force: bool = False) -> Path:
         return LIBRARY
     compiler = os.environ.get("CC", "cc")
     partial = LIBRARY.with_name(LIBRARY.name + ".partial")
-    command = [compiler, "-O3", "-fPIC", "-shared", "-fvisibility=hidden", "-o", str(partial),
+    # pool.c's helper threads live as long as the process, so the library must too: ORT unloads a custom-op library
+    # when the last session options holding it are freed, and a helper then polling in its code crashed the process
+    pinned = ["-Wl,-z,nodelete"] if sys.platform.startswith("linux") else []
+    command = [compiler, "-O3", "-fPIC", "-shared", "-fvisibility=hidden", *pinned, "-o", str(partial),
                *(str(source) for source in SOURCES if source.suffix == ".c"), "-lm", "-pthread"]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
