@@ -320,20 +320,20 @@ def test_bundles_exported_before_the_rewrites_are_rewritten_in_place(tmp_path, t
                                                                       architecture, task):
     import shutil
 
-    from engine.build.fuse import REWRITES, fuse_bundle
+    from engine.build.fuse import REWRITES, fuse_bundle, scheme_suffix
 
     folder = tmp_path / "bundle"
     shutil.copytree(tiny_bundles[(architecture, task)], folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     scheme = manifest["onnx"]["onnxruntime_quantization"]
     for _, name in REWRITES:  # as exports before the rewrites wrote it
-        scheme = scheme.replace(f"; {name}", "")
+        scheme = scheme.replace(scheme_suffix([name]), "")
     manifest["onnx"]["onnxruntime_quantization"] = scheme
     (folder / "manifest.json").write_text(json.dumps(manifest))
     shutil.copyfile(quantised_native_export(tmp_path, tiny_tokenizer_dir, architecture, task), folder / "model.onnx")
     assert fuse_bundle(folder)
     bundle = load_bundle(folder, task)  # checks the model's sha256 against the manifest
     applied = ["embeddings and mask in Embeddings"] + ([CLS_ONLY_SCHEME] if task == "sentiment" else [])
-    assert bundle.manifest["onnx"]["onnxruntime_quantization"] == scheme + "".join(f"; {a}" for a in applied)
+    assert bundle.manifest["onnx"]["onnxruntime_quantization"] == scheme + scheme_suffix(applied)
     assert bundle.last_layer_on_cls_only == (task == "sentiment")
     assert not fuse_bundle(folder)

@@ -584,7 +584,7 @@ def build_bundle(
             rewrites = fuse.rewrite(quantized)
             if rewrites:
                 onnx.save(quantized, str(final))
-                quantization += "".join(f"; {scheme}" for scheme in rewrites)
+                quantization += fuse.scheme_suffix(rewrites)
             parity_report["int8"] = parity(model, final)
         staging = Path(tmp) / "bundle"
         staging.mkdir()

@@ -198,6 +198,11 @@ def rewrite(model: onnx.ModelProto) -> list[str]:
     return [scheme for fn, scheme in REWRITES if fn(model)]
 
 
+def scheme_suffix(applied: list[str]) -> str:
+    """What a manifest's quantisation scheme gains for the rewrites `applied`."""
+    return "".join(f"; {scheme}" for scheme in applied)
+
+
 def without_unused(nodes: list, outputs: set[str]) -> list:
     """`nodes` without those whose outputs nothing reads (the position and mask arithmetic the op replaced)."""
     while True:
@@ -219,7 +224,7 @@ def fuse_bundle(folder: Path) -> bool:
     manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["files"]["model.onnx"] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
-    manifest["onnx"]["onnxruntime_quantization"] += "".join(f"; {scheme}" for scheme in applied)
+    manifest["onnx"]["onnxruntime_quantization"] += scheme_suffix(applied)
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     return True
 

@@ -57,8 +57,7 @@ static _Atomic unsigned published = 0;       /* (generation << 8) | slot + 1; 0 
 static _Atomic int helper_slot[MAX_HELPERS]; /* the slot each helper is in, or -1 */
 static unsigned first_seen[MAX_HELPERS];     /* `published` when each helper was made: it joins any later op */
 static _Atomic int sleeping; /* a helper may be asleep and no op has woken it since */
-static int started;                          /* helpers running; grows under `start_lock` */
-static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static int started;                          /* helpers running; only a caller, under caller_lock, adds to it */
 static pthread_mutex_t caller_lock = PTHREAD_MUTEX_INITIALIZER; /* one op at a time on the helpers; others alone */
 static scratch_t caller_scratch;                                /* the caller's, under caller_lock */
 static _Atomic size_t helper_tasks;                             /* tasks helpers have run since the library loaded */
@@ -164,9 +163,9 @@ static void *helper_main(void *arg)
     return NULL;
 }
 
+/* Under caller_lock: helpers up to `wanted`; how many run */
 static int start_helpers(int wanted)
 {
-    pthread_mutex_lock(&start_lock);
     while (started < wanted) {
         pthread_t thread;
         atomic_store(&helper_slot[started], -1);
@@ -175,9 +174,7 @@ static int start_helpers(int wanted)
         pthread_detach(thread);
         started++;
     }
-    int running = started;
-    pthread_mutex_unlock(&start_lock);
-    return running;
+    return started;
 }
 
 static int slot_in_use(int s, int current)
