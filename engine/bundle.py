@@ -13,7 +13,8 @@ MODELS = ("squeezebert", "bert")
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 
 
-from engine.errors import BundleError  # noqa: F401  (re-exported)
+from engine import native  # noqa: E402
+from engine.errors import BundleError  # noqa: E402, F401  (re-exported)
 
 
 def assets_dir() -> Path:
@@ -26,6 +27,8 @@ MODELS_DIR_ENV = "SQUEEZEBERT_MODELS_DIR"
 # How a manifest names engine.build.fuse's rewrite that runs a sentence head's last layer on [CLS] alone after its
 # keys and values (the benchmark counts the multiply-adds a bundle does by it).
 CLS_ONLY_SCHEME = "the last layer on [CLS] alone after its keys and values"
+# How it names an int8 export whose encoder layers are engine.native's ops (engine.build.export)
+KERNELS_SCHEME = f"encoder layers in {native.OP}"
 
 
 def models_dir() -> Path:
@@ -78,6 +81,11 @@ class Bundle:
     @property
     def last_layer_on_cls_only(self) -> bool:
         return CLS_ONLY_SCHEME in self.manifest.get("onnx", {}).get("onnxruntime_quantization", "")
+
+    @property
+    def runs_on_kernels(self) -> bool:
+        """Its encoder is engine.native's ops, which run on threads of their own (engine.session)."""
+        return KERNELS_SCHEME in self.manifest.get("onnx", {}).get("onnxruntime_quantization", "")
 
     @property
     def display_name(self) -> str:

@@ -36,7 +36,7 @@ class Pipeline:
             raise ValueError(f"bundle {bundle.path} is for {bundle.task}, not {self.task}")
         self.bundle = bundle
         self.tokenizer = shared_tokenizer(bundle.tokenizer_file)
-        self.session = OnnxSession(bundle.model_file, threads)
+        self.session = OnnxSession(bundle.model_file, threads, bundle.runs_on_kernels)
         self.max_length = bundle.max_length
         self.stride = self.max_length // 4
         self.info = ModelInfo(bundle.architecture, bundle.manifest.get("precision", "int8"), bundle.path.name)

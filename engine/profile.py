@@ -87,12 +87,15 @@ def profile_models(models: dict[str, tuple[Path, dict[str, np.ndarray]]], runs: 
     0.54 ms in one model and 0.42 ms in the other). Kernel time per run by kind and by op type, per model."""
     import onnx
 
+    from engine.bundle import load_bundle
     from engine.session import inference_session, session_options
 
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {}
         for i, (name, (model_path, feeds)) in enumerate(models.items()):
-            options = session_options(threads)
+            folder = Path(model_path).parent  # a bundle's, whose manifest says what the app's session would be
+            on_kernels = (folder / "manifest.json").is_file() and load_bundle(folder, verify=False).runs_on_kernels
+            options = session_options(threads, on_kernels)
             # the graph as ONNX Runtime optimised it, which the profile's node names refer to: written by this session
             options.optimized_model_filepath = str(Path(tmp) / f"optimised-{i}.onnx")
             options.enable_profiling = True

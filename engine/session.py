@@ -21,10 +21,15 @@ from engine import native  # noqa: E402
 from engine.errors import InferenceError  # noqa: E402  (re-exported)
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """The settings every session here runs with (the app's, the benchmark's and the profiler's)."""
+def session_options(threads: int | None = None, on_kernels: bool = False) -> ort.SessionOptions:
+    """The settings every session here runs with (the app's, the benchmark's and the profiler's). `on_kernels`: the
+    graph's encoder is engine.native's ops (Bundle.runs_on_kernels), which run on `threads` threads of their own;
+    ONNX Runtime's pool then gets one, for the few small ops left to it (a head, a LayerNorm), so that its threads do
+    not spin on the cores the kernels' threads need: 1-3% faster at 128 and 384 tokens, up to 7% on short requests
+    (docs/benchmarks.md, ninth and tenth rounds)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads = threads or physical_cores()
+    threads = threads or physical_cores()
+    options.intra_op_num_threads = 1 if on_kernels else threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -53,8 +58,8 @@ def inference_session(model: str | bytes, options: ort.SessionOptions) -> ort.In
 
 
 class OnnxSession:
-    def __init__(self, model_path: str | Path, threads: int | None = None):
-        options = session_options(threads)
+    def __init__(self, model_path: str | Path, threads: int | None = None, on_kernels: bool = False):
+        options = session_options(threads, on_kernels)
         try:
             self._session = inference_session(str(model_path), options)
         except Exception as exc:  # ORT raises its own exception types for bad graphs

@@ -88,7 +88,8 @@ def test_one_thread_runs_every_task_on_the_caller(pool):
 
 
 def bundle_session(bundle, threads):
-    return ort.InferenceSession(str(bundle / "model.onnx"), session_options(threads),
+    """As the app makes it: ORT's own pool at one thread, the kernels on `threads` (engine.session)."""
+    return ort.InferenceSession(str(bundle / "model.onnx"), session_options(threads, on_kernels=True),
                                 providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS)
 
 

@@ -5,6 +5,9 @@ import onnxruntime as ort
 import pytest
 
 from conftest import make_checkpoint
+from engine import native
+from engine.bundle import load_bundle
+from engine.pipelines import SentimentPipeline
 from engine.session import OnnxSession, inference_session, session_options
 
 
@@ -50,3 +53,14 @@ def test_unfused_session_gives_the_same_outputs(tiny_bundles):
     got = next(iter(OnnxSession(model, threads=1).run(feeds).values()))
     np.testing.assert_allclose(got, expected, atol=0.05)
 
+
+
+def test_a_bundle_on_the_kernels_leaves_onnx_runtime_one_thread_and_the_kernels_the_rest(tiny_bundles, stock_bert):
+    """engine.native's ops run on threads of their own; ORT's pool, left a head and a LayerNorm, gets one thread so
+    that its threads do not spin on the cores the kernels need. A bundle in ORT's own ops keeps them all."""
+    kernels, stock = load_bundle(tiny_bundles[("squeezebert", "sentiment")]), load_bundle(stock_bert.parent)
+    assert kernels.runs_on_kernels and not stock.runs_on_kernels
+    for bundle, ort_threads in ((kernels, 1), (stock, 3)):
+        options = SentimentPipeline(bundle, threads=3).session._session.get_session_options()
+        assert options.intra_op_num_threads == ort_threads
+        assert options.get_session_config_entry(native.THREADS_KEY) == "3"

@@ -36,7 +36,7 @@ from torch import nn
 
 from engine import native
 from engine.build import fuse
-from engine.bundle import sha256_of
+from engine.bundle import KERNELS_SCHEME, sha256_of
 
 TASK_OF_HEAD = {
     "ForSequenceClassification": "sentiment",
@@ -460,7 +460,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path, keep_fp32: Sequence[str] = (
     )
     kept = f"; kept fp32: {', '.join(keep_fp32)} ({len(excluded)} MatMuls)" if excluded else ""
     if any(n.op_type == native.OP for n in graph.node):
-        kept += f"; encoder layers in {native.OP}, QInt8 weights per group and column, uint8 activations per token"
+        kept += f"; {KERNELS_SCHEME}, QInt8 weights per group and column, uint8 activations per token"
     if per_channel:
         return "dynamic, MatMul + Gather, QInt8 weights, per-column MatMul scales" + kept
     grouped = {t.name: numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) >= 3}
