@@ -25,7 +25,7 @@ def session_options(threads: int | None = None, on_kernels: bool = False) -> ort
     """The settings every session here runs with (the app's, the benchmark's and the profiler's). `on_kernels`: the
     graph's encoder is engine.native's ops (Bundle.runs_on_kernels), which run on `threads` threads of their own;
     ONNX Runtime's pool then gets one, for the few small ops left to it (a head, a LayerNorm), so that its threads do
-    not spin on the cores the kernels' threads need: 1-3% faster at 128 and 384 tokens, up to 7% on short requests
+    not spin on the cores the kernels' threads need: up to 3% faster at 128 and 384 tokens, 7% on short requests
     (docs/benchmarks.md, ninth and tenth rounds)."""
     options = ort.SessionOptions()
     threads = threads or physical_cores()

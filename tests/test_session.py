@@ -54,7 +54,6 @@ def test_unfused_session_gives_the_same_outputs(tiny_bundles):
     np.testing.assert_allclose(got, expected, atol=0.05)
 
 
-
 def test_a_bundle_on_the_kernels_leaves_onnx_runtime_one_thread_and_the_kernels_the_rest(tiny_bundles, stock_bert):
     """engine.native's ops run on threads of their own; ORT's pool, left a head and a LayerNorm, gets one thread so
     that its threads do not spin on the cores the kernels need. A bundle in ORT's own ops keeps them all."""
