@@ -38,7 +38,7 @@ def session_options(threads: int | None = None, on_kernels: bool = False) -> ort
     # UI thread, tokenisation, or another model's session (interleaved runs were twice as slow).
     options.add_session_config_entry("session.force_spinning_stop", "1")
     kernels = native.library()
-    if kernels is not None:  # every int8 bundle's encoder calls its ops (GroupedQGemm, MaskedAttention, QuantizeRows)
+    if kernels is not None:  # an int8 bundle's encoder may call its ops (GroupedQGemm, MaskedAttention, QuantizeRows)
         # read when the library is registered: the ops run on that many threads of their own (engine/native/pool.c)
         options.add_session_config_entry(native.THREADS_KEY, str(threads))
         options.register_custom_ops_library(str(kernels))

@@ -525,8 +525,8 @@ static const char *abi_mismatch(void)
     return info && strncmp(info, "ORT Build Info", 14) == 0 ? NULL : "GetBuildInfoString is not where expected";
 }
 
-/* The session's thread count for these ops: its config entry THREADS_KEY (engine.session sets it to the session's
-   intra-op thread count), 1 without it. */
+/* The session's thread count for these ops: its config entry THREADS_KEY (engine.session sets it; ORT's own pool
+   may have fewer), 1 without it. */
 #define THREADS_KEY "squeezebert.threads"
 static int session_threads(const OrtSessionOptions *options)
 {
@@ -541,17 +541,18 @@ static int session_threads(const OrtSessionOptions *options)
     return threads < 1 ? 1 : threads > SQB_MAX_THREADS ? SQB_MAX_THREADS : threads;
 }
 
-/* The four ops for each thread count, made on first use and kept: ORT holds on to them for its sessions' lives. */
-static threaded_op_t threaded_ops[SQB_MAX_THREADS][4];
+/* The ops for each thread count, made on first use and kept: ORT holds on to them for its sessions' lives. */
+#define OP_KINDS 4
+static threaded_op_t threaded_ops[SQB_MAX_THREADS][OP_KINDS];
 static pthread_mutex_t threaded_ops_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const threaded_op_t *ops_for(int threads)
 {
-    static const OrtCustomOp *const kinds[4] = {&grouped_qgemm, &masked_attention, &quantize_rows, &embeddings};
+    static const OrtCustomOp *const kinds[OP_KINDS] = {&grouped_qgemm, &masked_attention, &quantize_rows, &embeddings};
     threaded_op_t *ops = threaded_ops[threads - 1];
     pthread_mutex_lock(&threaded_ops_lock);
     if (ops[0].threads == 0)
-        for (int i = 0; i < 4; i++) ops[i] = (threaded_op_t){*kinds[i], threads};
+        for (int i = 0; i < OP_KINDS; i++) ops[i] = (threaded_op_t){*kinds[i], threads};
     pthread_mutex_unlock(&threaded_ops_lock);
     return ops;
 }
@@ -567,7 +568,7 @@ __attribute__((visibility("default"))) OrtStatus *RegisterCustomOps(OrtSessionOp
     const threaded_op_t *ops = ops_for(session_threads(options));
     OrtCustomOpDomain *domain;
     OrtStatus *status = ORT(CreateCustomOpDomain, create_domain_fn)(DOMAIN, &domain);
-    for (int i = 0; i < 4 && !status; i++) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &ops[i].op);
+    for (int i = 0; i < OP_KINDS && !status; i++) status = ORT(CustomOpDomain_Add, domain_add_fn)(domain, &ops[i].op);
     if (!status) status = ORT(AddCustomOpDomain, add_domain_fn)(options, domain);
     return status;
 }
