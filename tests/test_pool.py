@@ -87,6 +87,29 @@ def test_one_thread_runs_every_task_on_the_caller(pool):
     assert tasks.by(threading.get_ident()) == list(range(8)) and pool.sqb_pool_helper_tasks() == helped
 
 
+def test_ops_of_changing_sizes_and_thread_counts_from_two_callers_run_every_task_once(pool):
+    # shares and reports are not reset between ops, only marked with their op's number: a share left from an op
+    # with more threads, or from a larger op, must not leak into the next one
+    errors = []
+
+    def caller(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(150):
+            count, threads = int(rng.integers(1, 40)), int(rng.integers(1, 5))
+            seen = []
+            kind = TaskKind(RUN(lambda job, t, scratch: seen.append(t)), SCRATCH_BYTES(lambda job: 0))
+            if pool.sqb_pool_run(ctypes.byref(kind), None, count, threads) != 0 or sorted(seen) != list(range(count)):
+                errors.append((count, threads, sorted(seen)))
+
+    callers = [threading.Thread(target=caller, args=(seed,), daemon=True) for seed in (1, 2)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in callers), "an op never finished"
+    assert not errors
+
+
 def bundle_session(bundle, threads):
     """As the app makes it: ORT's own pool at one thread, the kernels on `threads` (engine.session)."""
     return ort.InferenceSession(str(bundle / "model.onnx"), session_options(threads, on_kernels=True),
