@@ -154,7 +154,8 @@ def build_contenders(task: str, seq_len: int, threads: int, notes: list[str], en
                 ref_call = (lambda r=torch_pipeline, t=text: r(question=question, context=t))
             else:
                 ref_call = (lambda r=torch_pipeline, t=text: r(t))
-            contenders.append(Contender(architecture, "fp32", "transformers", ref_call, "transformers pipeline, torch"))
+            contenders.append(Contender(architecture, "fp32", "transformers", ref_call,
+                                        getattr(torch_pipeline, "SOURCE", "transformers pipeline, torch")))
     return contenders
 
 

@@ -119,3 +119,32 @@ def test_threads_asked_for_reach_every_contender(monkeypatch):
     assert asked == [1, 1] and report["threads"] == 1
     report = engine.benchmark.run_benchmark("sentiment", [16], runs=1, warmup=0, progress=lambda line: None)
     assert asked[-1] == report["threads"] == engine.benchmark.physical_cores()
+
+
+def test_the_random_entities_export_the_benchmark_times_has_iob_labels(tmp_path, monkeypatch, tiny_tokenizer_dir):
+    # the exporter takes token labels only as IOB tags; the random checkpoint's default LABEL_n made --task entities
+    # fail before any row was timed
+    from engine.build import benchmark_reference as reference
+    from engine.bundle import load_bundle
+    from engine.datasets import ENTITY_LABELS
+    from engine.pipelines import EntitiesPipeline
+
+    vocab = len((tiny_tokenizer_dir / "vocab.txt").read_text().split())
+    monkeypatch.setitem(ENCODERS, "tiny", {"vocab_size": vocab, "hidden_size": 64, "num_hidden_layers": 2,
+                                           "num_attention_heads": 4, "intermediate_size": 128})
+    monkeypatch.setattr(reference, "CACHE", tmp_path)
+    bundle = load_bundle(reference.export_random("entities", "squeezebert", "int8",
+                                                 tiny_tokenizer_dir / "tokenizer.json", "tiny"), "entities")
+    assert bundle.labels == ENTITY_LABELS
+    result = EntitiesPipeline(bundle, 1)("john smith visited paris")
+    assert all(e.entity_group in {"PER", "ORG", "LOC", "MISC"} for e in result.entities)
+
+
+def test_the_qa_reference_answers_with_a_short_span_of_the_context(tiny_bundles):
+    # transformers 5 has no question-answering pipeline; the reference row then runs the model and takes the best span
+    from engine.build import benchmark_reference as reference
+
+    answer_of = reference.transformers_pipeline("qa", tiny_bundles[("bert", "qa")], 1)
+    context = "the tower was built in paris by the company of an engineer for the world fair"
+    answer = answer_of(question="who built the tower ?", context=context)["answer"]
+    assert answer and answer in context and len(answer.split()) <= 30

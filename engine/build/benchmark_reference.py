@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from engine.benchmark import CACHE, ENCODERS
+from engine.datasets import ENTITY_LABELS
 
 
 def exporter_version() -> str:
@@ -31,8 +32,9 @@ def export_random(task: str, architecture: str, precision: str, tokenizer_file: 
 
     torch.manual_seed(0)
     head = {v: k for k, v in TASK_OF_HEAD.items()}[task]
-    labels = {"sentiment": 2, "entities": 9, "qa": 2}[task]
-    config = transformers.BertConfig(**ENCODERS[encoder], num_labels=labels)
+    config = transformers.BertConfig(**ENCODERS[encoder], num_labels=2)
+    if task == "entities":  # the exporter takes token labels only as IOB tags
+        config.id2label, config.label2id = dict(enumerate(ENTITY_LABELS)), {t: i for i, t in enumerate(ENTITY_LABELS)}
     if architecture == "squeezebert":
         config = squeezebert_config(config, 4)
     model = getattr(transformers, ("Bert" if architecture == "bert" else "SqueezeBert") + head)(config)
@@ -63,7 +65,38 @@ def transformers_pipeline(task: str, bundle_dir: Path, threads: int):
         tokenizer_file=str(bundle_dir / "tokenizer.json"), cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]",
         unk_token="[UNK]", mask_token="[MASK]", model_max_length=512,
     )
+    if task == "qa" and "question-answering" not in transformers.pipelines.SUPPORTED_TASKS:
+        return QuestionAnswering(model, tokenizer)
     name = {"sentiment": "text-classification", "entities": "token-classification", "qa": "question-answering"}[task]
     return transformers.pipeline(name, model=model, tokenizer=tokenizer, device=-1)
+
+
+class QuestionAnswering:
+    """What a transformers user writes for extractive QA where the library no longer has the pipeline (transformers 5
+    removed "question-answering"): tokenise the pair, run the model, take the best span of the context's tokens up to
+    30 long, as the pipeline did, and give its text."""
+
+    MAX_ANSWER_TOKENS = 30
+    SOURCE = "transformers model and tokenizer (transformers 5 has no QA pipeline), torch"
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def __call__(self, question: str, context: str) -> dict:
+        import torch
+
+        encoded = self.tokenizer(question, context, truncation="only_second", max_length=512,
+                                 return_offsets_mapping=True, return_tensors="pt")
+        offsets = encoded.pop("offset_mapping")[0].tolist()
+        in_context = [i == 1 for i in encoded.sequence_ids(0)]
+        with torch.inference_mode():
+            out = self.model(**encoded)
+        start, end = out.start_logits[0].tolist(), out.end_logits[0].tolist()
+        best, span = float("-inf"), (0, 0)
+        for i in (i for i, c in enumerate(in_context) if c):
+            for j in range(i, min(i + self.MAX_ANSWER_TOKENS, len(end))):
+                if in_context[j] and start[i] + end[j] > best:
+                    best, span = start[i] + end[j], (i, j)
+        return {"answer": context[offsets[span[0]][0]:offsets[span[1]][1]], "score": best}
 
 
