@@ -88,15 +88,15 @@ class QuestionAnswering:
         encoded = self.tokenizer(question, context, truncation="only_second", max_length=512,
                                  return_offsets_mapping=True, return_tensors="pt")
         offsets = encoded.pop("offset_mapping")[0].tolist()
-        in_context = [i == 1 for i in encoded.sequence_ids(0)]
+        in_context = torch.tensor([i == 1 for i in encoded.sequence_ids(0)])
         with torch.inference_mode():
             out = self.model(**encoded)
-        start, end = out.start_logits[0].tolist(), out.end_logits[0].tolist()
-        best, span = float("-inf"), (0, 0)
-        for i in (i for i, c in enumerate(in_context) if c):
-            for j in range(i, min(i + self.MAX_ANSWER_TOKENS, len(end))):
-                if in_context[j] and start[i] + end[j] > best:
-                    best, span = start[i] + end[j], (i, j)
-        return {"answer": context[offsets[span[0]][0]:offsets[span[1]][1]], "score": best}
+        # every (start, end) pair at once, as the pipeline scored them: both in the context, end within 30 of start
+        scores = out.start_logits[0][:, None] + out.end_logits[0][None, :]
+        ones = torch.ones_like(scores, dtype=torch.bool)
+        allowed = ones.triu() & ones.tril(self.MAX_ANSWER_TOKENS - 1) & in_context[:, None] & in_context[None, :]
+        best = int(scores.masked_fill(~allowed, float("-inf")).argmax())
+        first, last = divmod(best, scores.shape[1])
+        return {"answer": context[offsets[first][0]:offsets[last][1]], "score": float(scores[first, last])}
 
 

@@ -119,6 +119,11 @@ static int fit_scratch(scratch_t *scratch, size_t bytes, void **memory)
     return 1;
 }
 
+static size_t scratch_bytes(const sqb_task_kind_t *kind, const void *job)
+{
+    return kind->scratch_bytes ? kind->scratch_bytes(job) : 0;
+}
+
 /* One op as a thread read it. */
 typedef struct {
     uint32_t number;
@@ -239,7 +244,7 @@ static int run_alone(const sqb_task_kind_t *kind, const void *job, size_t tasks)
 {
     scratch_t scratch = {NULL, 0};
     void *memory;
-    if (!fit_scratch(&scratch, kind->scratch_bytes ? kind->scratch_bytes(job) : 0, &memory)) return -1;
+    if (!fit_scratch(&scratch, scratch_bytes(kind, job), &memory)) return -1;
     for (size_t t = 0; t < tasks; t++) kind->run(job, t, memory);
     free(scratch.memory);
     return 0;
@@ -253,7 +258,7 @@ __attribute__((visibility("default"))) int sqb_pool_run(const sqb_task_kind_t *k
         return run_alone(kind, job, tasks);
     int helpers = start_helpers(threads - 1); /* fewer if a thread could not be made; more may run for others */
     helpers = helpers < threads - 1 ? helpers : threads - 1;
-    size_t bytes = kind->scratch_bytes ? kind->scratch_bytes(job) : 0;
+    size_t bytes = scratch_bytes(kind, job);
     void *memory;
     if (!fit_scratch(&caller_scratch, bytes, &memory)) {
         pthread_mutex_unlock(&caller_lock);
